@@ -1,0 +1,8 @@
+//! `ditto_native`: the Rust core of the Ditto toolkit.
+//!
+//! Each concern lives in its own pure-Rust module with `cargo test`s. Only the
+//! `py` module (compiled with the `python` feature) touches PyO3.
+pub mod normalize;
+
+#[cfg(feature = "python")]
+mod py;

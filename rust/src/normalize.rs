@@ -1,0 +1,1 @@
+pub fn normalize(text: &str) -> String { text.to_lowercase() }
