@@ -1,0 +1,163 @@
+//! Cutting the decompressed text into chunks of whole lines on a reader thread,
+//! so decompression overlaps with parsing.
+use std::io::Read;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
+use super::source::{DumpSource, ResumePos};
+
+const READ_STEP: usize = 1 << 20;
+
+/// A stream error (a cut or corrupt compressed file) met after a chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamError {
+    pub message: String,
+    /// The line that was cut short, or the line that would have come next.
+    pub line: u64,
+}
+
+/// Whole lines of the dump and where they end.
+pub struct Chunk {
+    /// Chunk number counted from the scan's start (it continues across a resume).
+    pub index: u64,
+    pub data: Vec<u8>,
+    /// Line number (1-based) of the first line in `data`.
+    pub first_line: u64,
+    /// Where reading restarts after this chunk.
+    pub end: ResumePos,
+    /// Compressed bytes consumed when the chunk was cut, for progress.
+    pub compressed_offset: u64,
+    /// Set on the last chunk when the stream broke off.
+    pub error: Option<StreamError>,
+}
+
+/// Spawns the reader. It stops at the end of the text, after a stream error,
+/// or once a chunk reaches decompressed offset `stop_at`.
+pub fn spawn_reader(
+    mut src: DumpSource,
+    start: ResumePos,
+    first_index: u64,
+    chunk_bytes: usize,
+    stop_at: Option<u64>,
+) -> (Receiver<Chunk>, JoinHandle<()>) {
+    let (tx, rx) = sync_channel::<Chunk>(2);
+    let handle = std::thread::spawn(move || {
+        let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes + READ_STEP);
+        let mut offset = start.text_offset; // decompressed offset of buf[0]
+        let mut line = start.line; // line number of buf's first line
+        let mut index = first_index;
+        loop {
+            let mut eof = false;
+            let mut error = None;
+            while buf.len() < chunk_bytes {
+                let len = buf.len();
+                buf.resize(len + (chunk_bytes - len).min(READ_STEP), 0);
+                match src.read(&mut buf[len..]) {
+                    Ok(n) => {
+                        buf.truncate(len + n);
+                        if n == 0 {
+                            eof = true;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        buf.truncate(len);
+                        error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            let done = eof || error.is_some();
+            let cut = if eof {
+                buf.len()
+            } else {
+                match memchr::memrchr(b'\n', &buf) {
+                    Some(i) => i + 1,
+                    None if done => 0,
+                    None => continue, // one line longer than a chunk: keep reading
+                }
+            };
+            let rest = buf.split_off(cut);
+            let data = std::mem::replace(&mut buf, rest);
+            let lines = memchr::memchr_iter(b'\n', &data).count() as u64
+                + u64::from(!data.is_empty() && !data.ends_with(b"\n"));
+            let end_offset = offset + data.len() as u64;
+            let next_line = line + lines;
+            let chunk = Chunk {
+                index,
+                first_line: line,
+                end: src.resume_pos(end_offset, next_line),
+                compressed_offset: src.compressed_offset(),
+                error: error.map(|message| StreamError { message, line: next_line }),
+                data,
+            };
+            offset = end_offset;
+            line = next_line;
+            index += 1;
+            let empty = chunk.data.is_empty() && chunk.error.is_none();
+            if !empty && tx.send(chunk).is_err() {
+                return; // the consumer stopped
+            }
+            if done || stop_at.is_some_and(|s| offset >= s) {
+                return;
+            }
+        }
+    });
+    (rx, handle)
+}
+
+/// Splits chunk data into lines (without their `\n`), numbered from `first_line`.
+pub fn lines(data: &[u8], first_line: u64) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::with_capacity(data.len() / 2048 + 1);
+    let mut start = 0;
+    let mut no = first_line;
+    for end in memchr::memchr_iter(b'\n', data) {
+        out.push((no, &data[start..end]));
+        no += 1;
+        start = end + 1;
+    }
+    if start < data.len() {
+        out.push((no, &data[start..]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_hold_whole_lines_and_number_them() {
+        let text: String = (1..=500).map(|i| format!("entity number {i}\n")).collect();
+        let dir = std::env::temp_dir().join(format!("ditto-chunks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("lines.txt");
+        std::fs::write(&p, &text).unwrap();
+        let (src, _) = DumpSource::open(&p).unwrap();
+        let start = ResumePos { line: 1, ..Default::default() };
+        let (rx, h) = spawn_reader(src, start, 0, 1000, None);
+        let mut all = Vec::new();
+        let mut expect_line = 1;
+        let mut n = 0;
+        for c in rx {
+            assert_eq!(c.index, n);
+            assert_eq!(c.first_line, expect_line);
+            assert!(c.data.ends_with(b"\n"));
+            for (no, l) in lines(&c.data, c.first_line) {
+                assert_eq!(String::from_utf8_lossy(l), format!("entity number {no}"));
+                expect_line = no + 1;
+            }
+            assert_eq!(c.end.line, expect_line);
+            all.extend(c.data);
+            n += 1;
+        }
+        h.join().unwrap();
+        assert!(n > 5);
+        assert_eq!(all, text.as_bytes());
+    }
+
+    #[test]
+    fn last_line_without_newline_is_kept() {
+        assert_eq!(lines(b"a\nb", 7), vec![(7, &b"a"[..]), (8, &b"b"[..])]);
+    }
+}

@@ -1,0 +1,423 @@
+//! Parsing one entity line, keeping only what the scan asks for.
+//!
+//! Perf notes: a human has labels in a hundred languages and dozens of
+//! external-id claims; deserializing them into maps costs more than the rest of
+//! the scan. The seeds below walk the JSON once and skip (`IgnoredAny`) every
+//! language, site and property that was not requested. Entities that cannot
+//! match a class never reach this parser at all (see `select.rs`).
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// What to keep from each entity. Built once per scan.
+pub struct Wanted {
+    /// Language codes whose labels, descriptions and aliases are kept.
+    pub langs: HashMap<String, u8>,
+    /// Wiki site ids (`enwiki`) whose titles are kept, to their requested-language index.
+    pub sites: HashMap<String, u8>,
+    /// Claim properties kept (P31 is always kept, for the class test).
+    pub props: HashSet<String>,
+}
+
+/// A kept language string: (index into the scan's language table, text).
+pub type LangText = (u8, String);
+
+#[derive(Debug, Default)]
+pub struct ParsedEntity {
+    pub id: String,
+    pub kind: String,
+    pub labels: Vec<LangText>,
+    pub descriptions: Vec<LangText>,
+    pub aliases: Vec<(u8, Vec<String>)>,
+    /// Kept properties with their statements, in file order.
+    pub claims: Vec<(String, Vec<Statement>)>,
+    /// Number of sitelinks of every site.
+    pub sitelinks: u32,
+    pub titles: Vec<LangText>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Statement {
+    pub mainsnak: Snak,
+    #[serde(default)]
+    pub rank: Option<String>,
+}
+
+impl Statement {
+    pub fn deprecated(&self) -> bool {
+        self.rank.as_deref() == Some("deprecated")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Snak {
+    pub snaktype: String,
+    #[serde(default)]
+    pub datavalue: Option<DataValue>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DataValue {
+    pub value: serde_json::Value,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// How much of an entity to parse.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// id and labels only: enough to name an entity that a claim points to.
+    Labels,
+    /// everything a character row needs.
+    Full,
+}
+
+/// Parses one entity line. `Err` means the line is not valid JSON of the
+/// expected shape.
+pub fn parse(line: &str, wanted: &Wanted, depth: Depth) -> Result<ParsedEntity, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let e = EntitySeed { wanted, depth }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(e)
+}
+
+struct EntitySeed<'w> {
+    wanted: &'w Wanted,
+    depth: Depth,
+}
+
+/// A map key that borrows from the input when it can.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for EntitySeed<'_> {
+    type Value = ParsedEntity;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ParsedEntity, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntitySeed<'_> {
+    type Value = ParsedEntity;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Wikidata entity object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ParsedEntity, A::Error> {
+        let mut e = ParsedEntity::default();
+        let (mut has_id, mut has_type) = (false, false);
+        let full = self.depth == Depth::Full;
+        while let Some(Key(k)) = map.next_key::<Key>()? {
+            match k.as_ref() {
+                "id" => {
+                    e.id = map.next_value::<String>()?;
+                    has_id = true;
+                }
+                "type" => {
+                    e.kind = map.next_value::<String>()?;
+                    has_type = true;
+                }
+                "labels" => e.labels = map.next_value_seed(LangMapSeed(self.wanted))?,
+                "descriptions" if full => e.descriptions = map.next_value_seed(LangMapSeed(self.wanted))?,
+                "aliases" if full => e.aliases = map.next_value_seed(AliasMapSeed(self.wanted))?,
+                "claims" if full => e.claims = map.next_value_seed(ClaimsSeed(self.wanted))?,
+                "sitelinks" if full => {
+                    let (n, titles) = map.next_value_seed(SitelinksSeed(self.wanted))?;
+                    e.sitelinks = n;
+                    e.titles = titles;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !has_id {
+            return Err(de::Error::missing_field("id"));
+        }
+        if !has_type {
+            return Err(de::Error::missing_field("type"));
+        }
+        Ok(e)
+    }
+}
+
+/// Wikibase writes an empty map as `[]`; accept that as "nothing".
+fn empty_seq<'de, A: SeqAccess<'de>, T: Default>(mut seq: A) -> Result<T, A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(T::default())
+}
+
+#[derive(Deserialize)]
+struct Term {
+    value: String,
+}
+
+struct LangMapSeed<'w>(&'w Wanted);
+
+impl<'de> DeserializeSeed<'de> for LangMapSeed<'_> {
+    type Value = Vec<LangText>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LangMapSeed<'_> {
+    type Value = Vec<LangText>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of language to term")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Key(k)) = map.next_key::<Key>()? {
+            match self.0.langs.get(k.as_ref()) {
+                Some(&i) => out.push((i, map.next_value::<Term>()?.value)),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        empty_seq(seq)
+    }
+}
+
+struct AliasMapSeed<'w>(&'w Wanted);
+
+impl<'de> DeserializeSeed<'de> for AliasMapSeed<'_> {
+    type Value = Vec<(u8, Vec<String>)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AliasMapSeed<'_> {
+    type Value = Vec<(u8, Vec<String>)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of language to aliases")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Key(k)) = map.next_key::<Key>()? {
+            match self.0.langs.get(k.as_ref()) {
+                Some(&i) => {
+                    let terms = map.next_value::<Vec<Term>>()?;
+                    out.push((i, terms.into_iter().map(|t| t.value).collect()));
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        empty_seq(seq)
+    }
+}
+
+struct ClaimsSeed<'w>(&'w Wanted);
+
+impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
+    type Value = Vec<(String, Vec<Statement>)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ClaimsSeed<'_> {
+    type Value = Vec<(String, Vec<Statement>)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of property to statements")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Key(k)) = map.next_key::<Key>()? {
+            if k == "P31" || self.0.props.contains(k.as_ref()) {
+                out.push((k.into_owned(), map.next_value::<Vec<Statement>>()?));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        empty_seq(seq)
+    }
+}
+
+struct SitelinksSeed<'w>(&'w Wanted);
+
+impl<'de> DeserializeSeed<'de> for SitelinksSeed<'_> {
+    type Value = (u32, Vec<LangText>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SitelinksSeed<'_> {
+    type Value = (u32, Vec<LangText>);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of site to sitelink")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        #[derive(Deserialize)]
+        struct Link {
+            title: String,
+        }
+        let mut n = 0u32;
+        let mut titles = Vec::new();
+        while let Some(Key(k)) = map.next_key::<Key>()? {
+            n += 1;
+            match self.0.sites.get(k.as_ref()) {
+                Some(&i) => titles.push((i, map.next_value::<Link>()?.title)),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok((n, titles))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        empty_seq(seq)
+    }
+}
+
+/// The entity id of a `wikibase-entityid` value: `id`, or, in the legacy form
+/// that has only `numeric-id`, the prefix for its `entity-type` and the number.
+pub fn entity_id(value: &serde_json::Value) -> Option<String> {
+    if let Some(id) = value.get("id").and_then(|v| v.as_str()) {
+        return Some(id.to_owned());
+    }
+    let n = value.get("numeric-id")?.as_u64()?;
+    let prefix = match value.get("entity-type").and_then(|v| v.as_str()).unwrap_or("item") {
+        "item" => 'Q',
+        "property" => 'P',
+        "lexeme" => 'L',
+        _ => return None,
+    };
+    Some(format!("{prefix}{n}"))
+}
+
+/// Finds the entity's own `"id"` without parsing the line: walks the top-level
+/// object (tracking nesting and strings) up to the key `id`. In dump lines the
+/// id is within the first few dozen bytes.
+pub fn sniff_id(line: &[u8]) -> Option<&str> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let n = line.len();
+    while i < n {
+        match line[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < n && line[j] != b'"' {
+                    j += if line[j] == b'\\' { 2 } else { 1 };
+                }
+                if j >= n {
+                    return None;
+                }
+                let key = &line[start..j];
+                i = j + 1;
+                if depth == 1 && key == b"id" {
+                    let mut k = i;
+                    while k < n && line[k].is_ascii_whitespace() {
+                        k += 1;
+                    }
+                    if k < n && line[k] == b':' {
+                        k += 1;
+                        while k < n && line[k].is_ascii_whitespace() {
+                            k += 1;
+                        }
+                        if k < n && line[k] == b'"' {
+                            let vs = k + 1;
+                            let ve = vs + memchr::memchr(b'"', &line[vs..])?;
+                            return std::str::from_utf8(&line[vs..ve]).ok();
+                        }
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted() -> Wanted {
+        Wanted {
+            langs: [("en".to_string(), 0u8), ("zh".to_string(), 1), ("mul".to_string(), 2)].into_iter().collect(),
+            sites: [("enwiki".to_string(), 0u8), ("zhwiki".to_string(), 1)].into_iter().collect(),
+            props: ["P21".to_string()].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn keeps_only_wanted_parts() {
+        let line = r#"{"type":"item","id":"Q1","labels":{"en":{"language":"en","value":"One"},"fr":{"language":"fr","value":"Un"},"zh":{"language":"zh","value":"\u4e00"}},"descriptions":[],"aliases":{"en":[{"language":"en","value":"Uno"}]},"claims":{"P31":[{"mainsnak":{"snaktype":"value","property":"P31","datavalue":{"value":{"entity-type":"item","numeric-id":5,"id":"Q5"},"type":"wikibase-entityid"}},"type":"statement","rank":"normal"}],"P999":[{"mainsnak":{"snaktype":"novalue","property":"P999"},"rank":"normal"}],"P21":[{"mainsnak":{"snaktype":"somevalue","property":"P21"},"rank":"deprecated"}]},"sitelinks":{"enwiki":{"site":"enwiki","title":"One","badges":[]},"dewiki":{"site":"dewiki","title":"Eins","badges":[]}}}"#;
+        let e = parse(line, &wanted(), Depth::Full).unwrap();
+        assert_eq!(e.id, "Q1");
+        assert_eq!(e.kind, "item");
+        assert_eq!(e.labels, vec![(0, "One".to_string()), (1, "一".to_string())]);
+        assert!(e.descriptions.is_empty());
+        assert_eq!(e.aliases, vec![(0, vec!["Uno".to_string()])]);
+        assert_eq!(e.claims.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["P31", "P21"]);
+        assert!(e.claims[1].1[0].deprecated());
+        assert_eq!(e.sitelinks, 2);
+        assert_eq!(e.titles, vec![(0, "One".to_string())]);
+        let l = parse(line, &wanted(), Depth::Labels).unwrap();
+        assert!(l.claims.is_empty() && l.sitelinks == 0 && l.labels.len() == 2);
+    }
+
+    #[test]
+    fn rejects_broken_or_foreign_json() {
+        assert!(parse(r#"{"type":"item","id":"Q1","labels":{"#, &wanted(), Depth::Full).is_err());
+        assert!(parse(r#"{"name":"not an entity"}"#, &wanted(), Depth::Full).is_err());
+        assert!(parse(r#"{"type":"item","id":"Q1"} trailing"#, &wanted(), Depth::Full).is_err());
+    }
+
+    #[test]
+    fn legacy_entity_values_get_an_id() {
+        let v: serde_json::Value = serde_json::from_str(r#"{"numeric-id":30,"entity-type":"item"}"#).unwrap();
+        assert_eq!(entity_id(&v).unwrap(), "Q30");
+        let p: serde_json::Value = serde_json::from_str(r#"{"entity-type":"property","numeric-id":27}"#).unwrap();
+        assert_eq!(entity_id(&p).unwrap(), "P27");
+    }
+
+    #[test]
+    fn sniffs_top_level_id_only() {
+        assert_eq!(sniff_id(br#"{"type":"item","id":"Q31","labels":{}}"#), Some("Q31"));
+        // Nested ids and an "id" string value are not the entity id.
+        let line = br#"{"sitelinks":{"x":{"id":"no"}},"title":"id","claims":{"P1":[{"id":"Q9$abc"}]}, "id" : "P17"}"#;
+        assert_eq!(sniff_id(line), Some("P17"));
+        assert_eq!(sniff_id(br#"{"type":"item"}"#), None);
+    }
+}

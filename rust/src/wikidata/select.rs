@@ -1,0 +1,320 @@
+//! Deciding what a dump line is: a character, an entity some character's claims
+//! point to, or neither.
+//!
+//! Perf notes: most lines of a dump are neither, and parsing them is the bulk
+//! of a naive filter's time. A class value always appears in the line as the
+//! quoted id (`"Q5"`) or, in the legacy form, as `"numeric-id":5`; a SIMD
+//! substring search for those rejects most lines at memory speed. Such lines
+//! are still checked to be UTF-8 and to look like one JSON object, but are not
+//! parsed, so damage inside an unparsed line goes unnoticed.
+use std::collections::HashMap;
+
+use memchr::memmem::Finder;
+
+use super::entity::{self, Depth, LangText, ParsedEntity, Wanted};
+use super::langs::Langs;
+use super::values::RawValue;
+
+/// One class an entity may be an instance of, with the category it gives.
+pub struct Class {
+    pub id: String,
+    pub numeric: u64,
+    pub category: u8,
+}
+
+/// Substring tests that any line holding one of the classes must pass.
+pub struct Prefilter {
+    quoted: Vec<Finder<'static>>,
+    legacy: Vec<(Finder<'static>, usize)>,
+}
+
+impl Prefilter {
+    pub fn new(classes: &[Class]) -> Prefilter {
+        let quoted = classes.iter().map(|c| Finder::new(format!("\"{}\"", c.id).as_bytes()).into_owned()).collect();
+        let mut legacy = Vec::new();
+        for c in classes {
+            for sep in [":", ": "] {
+                let pat = format!("\"numeric-id\"{sep}{}", c.numeric);
+                let len = pat.len();
+                legacy.push((Finder::new(pat.as_bytes()).into_owned(), len));
+            }
+        }
+        Prefilter { quoted, legacy }
+    }
+
+    /// False only when the line cannot mention any class.
+    pub fn may_match(&self, line: &[u8]) -> bool {
+        if self.quoted.iter().any(|f| f.find(line).is_some()) {
+            return true;
+        }
+        // `"numeric-id":5` must not be the start of `"numeric-id":57`.
+        self.legacy.iter().any(|(f, len)| f.find_iter(line).any(|at| !line.get(at + len).is_some_and(u8::is_ascii_digit)))
+    }
+}
+
+/// The category of an entity: the first class (in priority order) among its
+/// non-deprecated P31 values.
+pub fn classify(e: &ParsedEntity, classes: &[Class]) -> Option<u8> {
+    if e.kind != "item" {
+        return None;
+    }
+    let p31: Vec<String> = e
+        .claims
+        .iter()
+        .filter(|(p, _)| p == "P31")
+        .flat_map(|(_, stmts)| stmts.iter())
+        .filter(|s| !s.deprecated())
+        .filter_map(|s| match RawValue::from_snak(&s.mainsnak)? {
+            RawValue::Entity(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    classes.iter().find(|c| p31.iter().any(|v| *v == c.id)).map(|c| c.category)
+}
+
+/// What a character keeps in one requested language.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LangFields {
+    pub label: String,
+    pub description: String,
+    pub aliases: Vec<String>,
+    pub title: Option<String>,
+}
+
+/// A selected entity, before its claim values are named.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Candidate {
+    pub id: String,
+    /// The number in the id, for tie-breaking (`u64::MAX` if it has none).
+    pub numeric: u64,
+    pub category: u8,
+    pub sitelinks: u32,
+    /// Per requested language; `None` when the entity has no label there.
+    pub langs: Vec<Option<LangFields>>,
+    /// (property, value) in the configured property order, deprecated ones left out.
+    pub claims: Vec<(String, RawValue)>,
+    /// Whether the candidate is among the kept top N, per requested language.
+    pub kept: Vec<bool>,
+    /// Decompressed offset of the end of the chunk it was read from.
+    pub text_end: u64,
+}
+
+pub fn numeric_id(id: &str) -> u64 {
+    id.get(1..).and_then(|n| n.parse().ok()).unwrap_or(u64::MAX)
+}
+
+fn first_in<'a>(chain: &[u8], texts: &'a [LangText]) -> Option<&'a str> {
+    chain.iter().find_map(|l| texts.iter().find(|(i, _)| i == l).map(|(_, t)| t.as_str()))
+}
+
+/// Builds the candidate for a classified entity.
+pub fn candidate(e: ParsedEntity, category: u8, langs: &Langs, properties: &[String]) -> Candidate {
+    let mut row_langs = Vec::with_capacity(langs.requested.len());
+    for (r, _) in langs.requested.iter().enumerate() {
+        let chain = &langs.own_chain[r];
+        let fields = first_in(chain, &e.labels).map(|label| {
+            let mut aliases: Vec<String> = Vec::new();
+            for l in chain {
+                for (_, list) in e.aliases.iter().filter(|(i, _)| i == l) {
+                    for a in list {
+                        if a != label && !aliases.contains(a) {
+                            aliases.push(a.clone());
+                        }
+                    }
+                }
+            }
+            LangFields {
+                label: label.to_owned(),
+                description: first_in(chain, &e.descriptions).unwrap_or("").to_owned(),
+                aliases,
+                title: e.titles.iter().find(|(i, _)| usize::from(*i) == r).map(|(_, t)| t.clone()),
+            }
+        });
+        row_langs.push(fields);
+    }
+    let mut by_prop: HashMap<&str, Vec<RawValue>> = HashMap::new();
+    for (p, stmts) in &e.claims {
+        let values = by_prop.entry(p.as_str()).or_default();
+        for s in stmts.iter().filter(|s| !s.deprecated()) {
+            if let Some(v) = RawValue::from_snak(&s.mainsnak) {
+                if !values.contains(&v) {
+                    values.push(v);
+                }
+            }
+        }
+    }
+    let mut claims = Vec::new();
+    for p in properties {
+        if let Some(values) = by_prop.remove(p.as_str()) {
+            claims.extend(values.into_iter().map(|v| (p.clone(), v)));
+        }
+    }
+    Candidate {
+        numeric: numeric_id(&e.id),
+        id: e.id,
+        category,
+        sitelinks: e.sitelinks,
+        kept: vec![false; row_langs.len()],
+        langs: row_langs,
+        claims,
+        text_end: 0,
+    }
+}
+
+/// The ids whose labels a candidate's rows need: its properties and the
+/// entities and units its values point to.
+pub fn references(c: &Candidate) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for (p, v) in &c.claims {
+        for id in [Some(p.as_str()), v.referenced()].into_iter().flatten() {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+/// The result of looking at one line.
+pub enum Outcome {
+    /// Blank, or a line the pass does not need.
+    Skip,
+    /// The `[` or `]` line around a dump.
+    Open,
+    Close,
+    /// A well-formed entity line that is not wanted.
+    Entity,
+    InvalidUtf8,
+    Malformed,
+    /// Labels of an entity whose id is being looked for.
+    Labels(String, Vec<LangText>),
+    /// A selected entity and its own labels.
+    Candidate(Box<Candidate>, String, Vec<LangText>),
+}
+
+/// The text of a line without surrounding whitespace and the dump's trailing comma.
+pub fn trim_line(raw: &[u8]) -> &[u8] {
+    let mut s = raw.trim_ascii();
+    if let Some(rest) = s.strip_suffix(b",") {
+        s = rest.trim_ascii_end();
+    }
+    s
+}
+
+/// Looks at one line in the selection pass. `needed` says which entity ids
+/// (referenced by characters already kept) should have their labels read.
+pub fn select_line(
+    raw: &[u8],
+    prefilter: &Prefilter,
+    wanted: &Wanted,
+    classes: &[Class],
+    langs: &Langs,
+    properties: &[String],
+    needed: &dyn Fn(&str) -> bool,
+) -> Outcome {
+    let line = trim_line(raw);
+    match line {
+        b"" => return Outcome::Skip,
+        b"[" => return Outcome::Open,
+        b"]" => return Outcome::Close,
+        _ => {}
+    }
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Outcome::InvalidUtf8;
+    };
+    if !(line.starts_with(b"{") && line.ends_with(b"}")) {
+        return Outcome::Malformed;
+    }
+    if !prefilter.may_match(line) {
+        return match entity::sniff_id(line) {
+            Some(id) if needed(id) => labels_of(text, wanted),
+            Some(_) => Outcome::Entity,
+            // No id found by the quick scan: let the parser decide.
+            None => match entity::parse(text, wanted, Depth::Labels) {
+                Ok(e) if needed(&e.id) => Outcome::Labels(e.id, e.labels),
+                Ok(_) => Outcome::Entity,
+                Err(_) => Outcome::Malformed,
+            },
+        };
+    }
+    let Ok(e) = entity::parse(text, wanted, Depth::Full) else {
+        return Outcome::Malformed;
+    };
+    match classify(&e, classes) {
+        Some(category) => {
+            let id = e.id.clone();
+            let labels = e.labels.clone();
+            Outcome::Candidate(Box::new(candidate(e, category, langs, properties)), id, labels)
+        }
+        None if needed(&e.id) => Outcome::Labels(e.id, e.labels),
+        None => Outcome::Entity,
+    }
+}
+
+fn labels_of(text: &str, wanted: &Wanted) -> Outcome {
+    match entity::parse(text, wanted, Depth::Labels) {
+        Ok(e) => Outcome::Labels(e.id, e.labels),
+        Err(_) => Outcome::Malformed,
+    }
+}
+
+/// Looks at one line in the resolving pass: only labels of `wanted_id` ids.
+pub fn resolve_line(raw: &[u8], wanted: &Wanted, wanted_id: &dyn Fn(&str) -> bool) -> Option<(String, Vec<LangText>)> {
+    let line = trim_line(raw);
+    if !line.starts_with(b"{") {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    match entity::sniff_id(line) {
+        Some(id) if !wanted_id(id) => None,
+        _ => {
+            let e = entity::parse(text, wanted, Depth::Labels).ok()?;
+            wanted_id(&e.id).then_some((e.id, e.labels))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classes() -> Vec<Class> {
+        vec![
+            Class { id: "Q15632617".into(), numeric: 15632617, category: 1 },
+            Class { id: "Q5".into(), numeric: 5, category: 0 },
+        ]
+    }
+
+    #[test]
+    fn prefilter_finds_modern_and_legacy_forms_only() {
+        let p = Prefilter::new(&classes());
+        assert!(p.may_match(br#"{"value":{"entity-type":"item","numeric-id":5,"id":"Q5"}}"#));
+        assert!(p.may_match(br#"{"value":{"numeric-id":5,"entity-type":"item"}}"#));
+        assert!(p.may_match(br#"{"value":{"numeric-id": 15632617}}"#));
+        assert!(!p.may_match(br#"{"value":{"numeric-id":57,"id":"Q57"},"x":"Q55"}"#));
+        assert!(!p.may_match(br#"{"labels":{"en":{"value":"Q5 is not quoted alone"}}}"#));
+    }
+
+    #[test]
+    fn trims_dump_punctuation() {
+        assert_eq!(trim_line(b"{\"a\":1},\r"), b"{\"a\":1}");
+        assert_eq!(trim_line(b"  [ "), b"[");
+    }
+
+    #[test]
+    fn fictional_wins_and_deprecated_is_ignored() {
+        let langs = Langs::new(&["en".to_string()]);
+        let wanted = langs.wanted(&[]);
+        let st = |id: &str, rank: &str| {
+            format!(r#"{{"mainsnak":{{"snaktype":"value","property":"P31","datavalue":{{"value":{{"id":"{id}"}},"type":"wikibase-entityid"}}}},"rank":"{rank}"}}"#)
+        };
+        let line = |stmts: Vec<String>| format!(r#"{{"type":"item","id":"Q9","claims":{{"P31":[{}]}}}}"#, stmts.join(","));
+        let parse = |l: &str| entity::parse(l, &wanted, Depth::Full).unwrap();
+        let both = parse(&line(vec![st("Q5", "normal"), st("Q15632617", "normal")]));
+        assert_eq!(classify(&both, &classes()), Some(1));
+        let deprecated = parse(&line(vec![st("Q5", "deprecated"), st("Q215627", "normal")]));
+        assert_eq!(classify(&deprecated, &classes()), None);
+        let human = parse(&line(vec![st("Q5", "preferred")]));
+        assert_eq!(classify(&human, &classes()), Some(0));
+    }
+}
