@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 use crate::normalize;
+use crate::wikidata;
 
 // The one project error type, shared by data_tools and ditto_jax because both
 // import this neutral module. CLIs print its message as a single line.
@@ -14,10 +15,65 @@ fn py_normalize_text(py: Python<'_>, text: &str) -> String {
     py.detach(|| normalize::normalize(text))
 }
 
+fn scan_error(e: wikidata::ScanError) -> PyErr {
+    match e {
+        wikidata::ScanError::Invalid(m) => DittoError::new_err(m),
+        wikidata::ScanError::Io(m) => pyo3::exceptions::PyOSError::new_err(m),
+        wikidata::ScanError::Interrupted => pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted"),
+    }
+}
+
+/// Scans a Wikidata dump; returns (rows as JSON Lines, stats as JSON).
+#[pyfunction]
+#[pyo3(name = "wikidata_scan", signature = (path, *, languages, classes, properties, keep_top, chunk_bytes, checkpoint=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn py_wikidata_scan<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+    languages: Vec<String>,
+    classes: Vec<(String, String)>,
+    properties: Vec<String>,
+    keep_top: Option<usize>,
+    chunk_bytes: usize,
+    checkpoint: Option<std::path::PathBuf>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<(Bound<'py, pyo3::types::PyBytes>, String)> {
+    let cfg = wikidata::ScanConfig { languages, classes, properties, keep_top, chunk_bytes };
+    let mut raised: Option<PyErr> = None;
+    let result = py.detach(|| {
+        // Runs after every chunk: reports progress and lets Ctrl-C stop the scan.
+        let mut on_chunk = |p: &wikidata::Progress| -> Result<(), ()> {
+            Python::attach(|py| {
+                let r = py.check_signals().and_then(|()| match &progress {
+                    Some(cb) => cb.call1(py, (p.pass, p.bytes_read, p.bytes_total, p.entities, p.rows_held)).map(|_| ()),
+                    None => Ok(()),
+                });
+                r.map_err(|e| raised = Some(e))
+            })
+        };
+        wikidata::scan(&path, &cfg, checkpoint.as_deref(), &mut on_chunk)
+            .map(|out| (wikidata::rows_to_ndjson(&out.rows), serde_json::to_string(&out.stats).expect("stats serialize")))
+    });
+    match result {
+        Ok((rows, stats)) => Ok((pyo3::types::PyBytes::new(py, &rows), stats)),
+        Err(wikidata::ScanError::Interrupted) if raised.is_some() => Err(raised.expect("checked")),
+        Err(e) => Err(scan_error(e)),
+    }
+}
+
+/// Decompresses a dump and returns its length in bytes (the decompression floor).
+#[pyfunction]
+#[pyo3(name = "wikidata_decompressed_len")]
+fn py_wikidata_decompressed_len(py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
+    py.detach(|| wikidata::decompressed_len(&path)).map_err(scan_error)
+}
+
 #[pymodule]
 fn ditto_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DittoError", m.py().get_type::<DittoError>())?;
     m.add_function(wrap_pyfunction!(py_normalize_text, m)?)?;
+    m.add_function(wrap_pyfunction!(py_wikidata_scan, m)?)?;
+    m.add_function(wrap_pyfunction!(py_wikidata_decompressed_len, m)?)?;
     Ok(())
 }
