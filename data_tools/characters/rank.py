@@ -17,5 +17,6 @@ def top_per_category(df: pl.DataFrame, n: int | None) -> pl.DataFrame:
         maintain_order=True,
     )
     if n is not None:
-        ranked = ranked.group_by(["lang", "category"], maintain_order=True).head(n)
+        # head() moves the group keys first; keep the input's column order.
+        ranked = ranked.group_by(["lang", "category"], maintain_order=True).head(n).select(ranked.columns)
     return ranked.drop("_numeric")

@@ -46,12 +46,14 @@ pub fn spawn_reader(
         let mut offset = start.text_offset; // decompressed offset of buf[0]
         let mut line = start.line; // line number of buf's first line
         let mut index = first_index;
+        // How full the buffer must be before cutting; grows past a chunk when one line is longer.
+        let mut want = chunk_bytes;
         loop {
             let mut eof = false;
             let mut error = None;
-            while buf.len() < chunk_bytes {
+            while buf.len() < want {
                 let len = buf.len();
-                buf.resize(len + (chunk_bytes - len).min(READ_STEP), 0);
+                buf.resize(len + (want - len).min(READ_STEP), 0);
                 match src.read(&mut buf[len..]) {
                     Ok(n) => {
                         buf.truncate(len + n);
@@ -74,9 +76,14 @@ pub fn spawn_reader(
                 match memchr::memrchr(b'\n', &buf) {
                     Some(i) => i + 1,
                     None if done => 0,
-                    None => continue, // one line longer than a chunk: keep reading
+                    None => {
+                        // One line longer than a chunk: keep reading until it ends.
+                        want = buf.len() + chunk_bytes.min(READ_STEP);
+                        continue;
+                    }
                 }
             };
+            want = chunk_bytes;
             let rest = buf.split_off(cut);
             let data = std::mem::replace(&mut buf, rest);
             let lines = memchr::memchr_iter(b'\n', &data).count() as u64
@@ -153,6 +160,20 @@ mod tests {
         }
         h.join().unwrap();
         assert!(n > 5);
+        assert_eq!(all, text.as_bytes());
+    }
+
+    #[test]
+    fn lines_longer_than_a_chunk_are_read_whole() {
+        let text: String = (0..20).map(|i| format!("{}\n", "x".repeat(50 + i * 40))).collect();
+        let dir = std::env::temp_dir().join(format!("ditto-chunks-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("long.txt");
+        std::fs::write(&p, &text).unwrap();
+        let (src, _) = DumpSource::open(&p).unwrap();
+        let (rx, h) = spawn_reader(src, ResumePos { line: 1, ..Default::default() }, 0, 64, None);
+        let all: Vec<u8> = rx.iter().flat_map(|c| c.data).collect();
+        h.join().unwrap();
         assert_eq!(all, text.as_bytes());
     }
 

@@ -167,7 +167,9 @@ fn check_header(path: &Path, wanted: &Wanted) -> Result<(), ScanError> {
     let mut first_entity = None;
     for n in 1..=2 {
         let mut line = Vec::new();
-        reader.read_until(b'\n', &mut line).map_err(|e| not_dump(format!("cannot read it ({e})")))?;
+        reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| ScanError::Invalid(format!("{}: cannot read the start of the dump ({e})", path.display())))?;
         if !line.ends_with(b"\n") && line.len() >= 64 << 20 {
             return Err(not_dump("its first line is longer than 64 MiB".into()));
         }
