@@ -90,7 +90,12 @@ fn is_invisible_break(c: char) -> bool {
 /// scripts (the Katakana-Hiragana prolonged sound mark `ー`) count when their
 /// Script_Extensions name one of these.
 fn is_cjk(c: char) -> bool {
-    const SCRIPTS: [Script; 4] = [Script::Han, Script::Hiragana, Script::Katakana, Script::Bopomofo];
+    const SCRIPTS: [Script; 4] = [
+        Script::Han,
+        Script::Hiragana,
+        Script::Katakana,
+        Script::Bopomofo,
+    ];
     if SCRIPTS.contains(&c.script()) {
         return true;
     }
@@ -104,7 +109,10 @@ mod tests {
 
     #[test]
     fn english_case_space_and_punctuation() {
-        assert_eq!(normalize("  Hello,\tWorld!!  How are\n\nyou?  "), "hello world how are you");
+        assert_eq!(
+            normalize("  Hello,\tWorld!!  How are\n\nyou?  "),
+            "hello world how are you"
+        );
         assert_eq!(normalize("end.Start"), normalize("end. Start"));
         assert_eq!(normalize("don't"), "don t");
         assert_eq!(normalize("snake_case-word"), "snake case word");
@@ -120,7 +128,10 @@ mod tests {
 
     #[test]
     fn chinese_punctuation_is_dropped_without_spaces() {
-        assert_eq!(normalize("你好，世界！今天天气怎么样？"), "你好世界今天天气怎么样");
+        assert_eq!(
+            normalize("你好，世界！今天天气怎么样？"),
+            "你好世界今天天气怎么样"
+        );
         assert_eq!(normalize("「引用」、《书名》。"), "引用书名");
         assert_eq!(normalize("你好 世界"), "你好世界");
     }
@@ -199,11 +210,20 @@ mod tests {
         // mark, and wrapped in separators next to CJK: the places where
         // folding, dropping and recomposition interact.
         for cp in 0..=0x10FFFFu32 {
-            let Some(c) = char::from_u32(cp) else { continue };
-            if matches!(c.general_category(), GeneralCategory::Unassigned | GeneralCategory::PrivateUse) {
+            let Some(c) = char::from_u32(cp) else {
+                continue;
+            };
+            if matches!(
+                c.general_category(),
+                GeneralCategory::Unassigned | GeneralCategory::PrivateUse
+            ) {
                 continue;
             }
-            for s in [c.to_string(), format!("a{c}\u{0301}"), format!("字 {c} \u{3099}")] {
+            for s in [
+                c.to_string(),
+                format!("a{c}\u{0301}"),
+                format!("字 {c} \u{3099}"),
+            ] {
                 let once = normalize(&s);
                 assert_eq!(normalize(&once), once, "not idempotent on {s:?}");
             }

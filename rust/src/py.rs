@@ -10,6 +10,7 @@ use crate::template::{ChatTemplate, TemplateError};
 // import this neutral module. CLIs print its message as a single line.
 pyo3::create_exception!(ditto_native, DittoError, pyo3::exceptions::PyValueError);
 
+/// Dedupe key: NFKC, case fold, punctuation/whitespace folding (CJK-aware).
 #[pyfunction]
 #[pyo3(name = "normalize_text")]
 fn py_normalize_text(py: Python<'_>, text: &str) -> String {
@@ -22,15 +23,21 @@ fn template_err(e: TemplateError) -> PyErr {
 
 /// Python lists of dicts / dicts of JSON-like values to serde_json.
 fn to_messages(messages: &Bound<'_, PyAny>) -> PyResult<Vec<Json>> {
-    pythonize::depythonize(messages)
-        .map_err(|e| DittoError::new_err(format!("chat template input: messages must be a list of JSON-like dicts: {e}")))
+    pythonize::depythonize(messages).map_err(|e| {
+        DittoError::new_err(format!(
+            "chat template input: messages must be a list of JSON-like dicts: {e}"
+        ))
+    })
 }
 
 fn to_extra(extra_vars: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Json>> {
     match extra_vars {
         None => Ok(Map::new()),
-        Some(obj) => pythonize::depythonize(obj)
-            .map_err(|e| DittoError::new_err(format!("chat template input: extra_vars must be a dict of JSON-like values: {e}"))),
+        Some(obj) => pythonize::depythonize(obj).map_err(|e| {
+            DittoError::new_err(format!(
+                "chat template input: extra_vars must be a dict of JSON-like values: {e}"
+            ))
+        }),
     }
 }
 
@@ -44,8 +51,15 @@ struct PyChatTemplate {
 impl PyChatTemplate {
     #[new]
     #[pyo3(signature = (source, bos_token=None, eos_token=None))]
-    fn new(py: Python<'_>, source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> PyResult<Self> {
-        let inner = py.detach(|| ChatTemplate::new(source, bos_token, eos_token)).map_err(template_err)?;
+    fn new(
+        py: Python<'_>,
+        source: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> PyResult<Self> {
+        let inner = py
+            .detach(|| ChatTemplate::new(source, bos_token, eos_token))
+            .map_err(template_err)?;
         Ok(Self { inner })
     }
 
@@ -63,6 +77,7 @@ impl PyChatTemplate {
     }
 }
 
+/// Compile `template` and render `messages` once; see `ChatTemplate` to reuse.
 #[pyfunction]
 #[pyo3(
     name = "render_chat_template",
@@ -79,7 +94,11 @@ fn py_render_chat_template(
 ) -> PyResult<String> {
     let (messages, extra) = (to_messages(messages)?, to_extra(extra_vars)?);
     py.detach(|| {
-        ChatTemplate::new(template, bos_token, eos_token)?.render(&messages, add_generation_prompt, &extra)
+        ChatTemplate::new(template, bos_token, eos_token)?.render(
+            &messages,
+            add_generation_prompt,
+            &extra,
+        )
     })
     .map_err(template_err)
 }

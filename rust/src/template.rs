@@ -96,7 +96,11 @@ impl ChatTemplate {
     /// Compile `source` once. `bos_token`/`eos_token` are the special-token
     /// strings transformers passes in; `None` leaves the variable undefined,
     /// as it is for a tokenizer without that token.
-    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self, TemplateError> {
+    pub fn new(
+        source: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         let syntax = SyntaxConfig::builder()
             .trim_blocks(true)
@@ -128,16 +132,25 @@ impl ChatTemplate {
     /// variables (`tools`, `date_string`, `enable_thinking` ...); like
     /// transformers' keyword arguments they override `bos_token`/`eos_token`
     /// and may not be named `messages` or `add_generation_prompt`.
-    pub fn render(&self, messages: &[Json], add_generation_prompt: bool, extra: &Map<String, Json>) -> Result<String, TemplateError> {
+    pub fn render(
+        &self,
+        messages: &[Json],
+        add_generation_prompt: bool,
+        extra: &Map<String, Json>,
+    ) -> Result<String, TemplateError> {
         for reserved in ["messages", "add_generation_prompt"] {
             if extra.contains_key(reserved) {
-                return Err(TemplateError::Input(format!("extra variable {reserved:?} is reserved")));
+                return Err(TemplateError::Input(format!(
+                    "extra variable {reserved:?} is reserved"
+                )));
             }
         }
         let mut msgs = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let Json::Object(obj) = m else {
-                return Err(TemplateError::Input(format!("message {i} is not an object")));
+                return Err(TemplateError::Input(format!(
+                    "message {i} is not an object"
+                )));
             };
             // transformers drops null-valued keys: APIs send `content: null`
             // beside `tool_calls`, and templates test for presence.
@@ -148,14 +161,19 @@ impl ChatTemplate {
             ));
         }
 
-        let mut ctx: Vec<(&str, Value)> = vec![("tools", Value::from(())), ("documents", Value::from(()))];
+        let mut ctx: Vec<(&str, Value)> =
+            vec![("tools", Value::from(())), ("documents", Value::from(()))];
         if let Some(t) = &self.bos_token {
             ctx.push(("bos_token", Value::from(t.as_str())));
         }
         if let Some(t) = &self.eos_token {
             ctx.push(("eos_token", Value::from(t.as_str())));
         }
-        ctx.extend(extra.iter().map(|(k, v)| (k.as_str(), Value::from(Serde(v)))));
+        ctx.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.as_str(), Value::from(Serde(v)))),
+        );
         ctx.push(("messages", Value::from(msgs)));
         ctx.push(("add_generation_prompt", Value::from(add_generation_prompt)));
         // Later pairs win, so `extra` overrides the defaults above.
@@ -165,13 +183,17 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| TemplateError::Render(one_line(&e)))?;
-        tmpl.render(ctx).map_err(|e| TemplateError::Render(one_line(&e)))
+        tmpl.render(ctx)
+            .map_err(|e| TemplateError::Render(one_line(&e)))
     }
 }
 
 /// transformers' global: abort the render with the template's own message.
 fn raise_exception(message: Value) -> Result<Value, Error> {
-    let text = message.as_str().map(str::to_owned).unwrap_or_else(|| message.to_string());
+    let text = message
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| message.to_string());
     Err(Error::new(ErrorKind::InvalidOperation, text))
 }
 
@@ -186,8 +208,17 @@ fn strftime_now(format: &str) -> Result<String, Error> {
         ));
     }
     let mut out = String::new();
-    write!(out, "{}", chrono::Local::now().format_with_items(items.into_iter()))
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: cannot format {format:?}")))?;
+    write!(
+        out,
+        "{}",
+        chrono::Local::now().format_with_items(items.into_iter())
+    )
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: cannot format {format:?}"),
+        )
+    })?;
     Ok(out)
 }
 
@@ -195,15 +226,25 @@ fn strftime_now(format: &str) -> Result<String, Error> {
 /// separators=None, sort_keys=False)`, arguments positional or by keyword.
 fn tojson(value: &Value, args: Rest<Value>, kwargs: Kwargs) -> Result<String, Error> {
     if args.len() > 4 {
-        return Err(Error::new(ErrorKind::TooManyArguments, "tojson takes at most 4 positional arguments"));
+        return Err(Error::new(
+            ErrorKind::TooManyArguments,
+            "tojson takes at most 4 positional arguments",
+        ));
     }
     let mut positional = args.0.into_iter();
-    let (ensure_ascii, indent, separators, sort_keys) =
-        (positional.next(), positional.next(), positional.next(), positional.next());
+    let (ensure_ascii, indent, separators, sort_keys) = (
+        positional.next(),
+        positional.next(),
+        positional.next(),
+        positional.next(),
+    );
     let arg = |pos: Option<Value>, name: &str| -> Result<Option<Value>, Error> {
         let kw: Option<Value> = kwargs.get(name)?;
         if pos.is_some() && kw.is_some() {
-            return Err(Error::new(ErrorKind::TooManyArguments, format!("tojson got multiple values for {name:?}")));
+            return Err(Error::new(
+                ErrorKind::TooManyArguments,
+                format!("tojson got multiple values for {name:?}"),
+            ));
         }
         Ok(pos.or(kw).filter(|v| !v.is_none()))
     };
@@ -215,30 +256,56 @@ fn tojson(value: &Value, args: Rest<Value>, kwargs: Kwargs) -> Result<String, Er
         // Python repeats " " `indent` times; a negative count gives "".
         Some(v) => match v.as_i64() {
             Some(n) => Some(" ".repeat(usize::try_from(n).unwrap_or(0))),
-            None => return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson indent must be an int or str, not {}", v.kind()))),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("tojson indent must be an int or str, not {}", v.kind()),
+                ))
+            }
         },
     };
     let (item_sep, key_sep) = match arg(separators, "separators")? {
         // Python's defaults: no space before a newline when indenting.
-        None => (if indent.is_some() { "," } else { ", " }.to_owned(), ": ".to_owned()),
+        None => (
+            if indent.is_some() { "," } else { ", " }.to_owned(),
+            ": ".to_owned(),
+        ),
         Some(v) => {
             let parts: Vec<String> = v
                 .try_iter()?
                 .map(|p| p.as_str().map(str::to_owned))
                 .collect::<Option<_>>()
                 .filter(|p: &Vec<String>| p.len() == 2)
-                .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "tojson separators must be two strings"))?;
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson separators must be two strings",
+                    )
+                })?;
             let [item, key]: [String; 2] = parts.try_into().unwrap_or_default();
             (item, key)
         }
     };
     kwargs.assert_all_used()?;
     if value.is_undefined() {
-        return Err(Error::new(ErrorKind::UndefinedError, "tojson of an undefined value"));
+        return Err(Error::new(
+            ErrorKind::UndefinedError,
+            "tojson of an undefined value",
+        ));
     }
-    let json = serde_json::to_value(value)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson cannot serialize this value: {e}")))?;
-    let dumper = PyJson { item_sep, key_sep, indent, ensure_ascii, sort_keys };
+    let json = serde_json::to_value(value).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson cannot serialize this value: {e}"),
+        )
+    })?;
+    let dumper = PyJson {
+        item_sep,
+        key_sep,
+        indent,
+        ensure_ascii,
+        sort_keys,
+    };
     let mut out = String::new();
     dumper.write(&mut out, &json, 0);
     Ok(out)
@@ -372,8 +439,12 @@ mod tests {
 
     fn render(src: &str, messages: Json, agp: bool, extra: Json) -> Result<String, TemplateError> {
         let t = ChatTemplate::new(src, Some("<s>"), Some("</s>"))?;
-        let Json::Array(msgs) = messages else { panic!("messages must be a list") };
-        let Json::Object(extra) = extra else { panic!("extra must be an object") };
+        let Json::Array(msgs) = messages else {
+            panic!("messages must be a list")
+        };
+        let Json::Object(extra) = extra else {
+            panic!("extra must be an object")
+        };
         t.render(&msgs, agp, &extra)
     }
 
@@ -383,24 +454,48 @@ mod tests {
     fn chatml_with_and_without_generation_prompt() {
         let msgs = json!([{"role": "system", "content": "You are Alice."}, {"role": "user", "content": "Hi"}]);
         let base = "<|im_start|>system\nYou are Alice.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n";
-        assert_eq!(render(CHATML, msgs.clone(), false, json!({})).unwrap(), base);
-        assert_eq!(render(CHATML, msgs, true, json!({})).unwrap(), format!("{base}<|im_start|>assistant\n"));
+        assert_eq!(
+            render(CHATML, msgs.clone(), false, json!({})).unwrap(),
+            base
+        );
+        assert_eq!(
+            render(CHATML, msgs, true, json!({})).unwrap(),
+            format!("{base}<|im_start|>assistant\n")
+        );
     }
 
     #[test]
     fn content_that_looks_like_jinja_is_verbatim() {
         let msgs = json!([{"role": "user", "content": "{{ x }} {% if y %}z{% endif %} {# c #}"}]);
         let out = render(CHATML, msgs, false, json!({})).unwrap();
-        assert_eq!(out, "<|im_start|>user\n{{ x }} {% if y %}z{% endif %} {# c #}<|im_end|>\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\n{{ x }} {% if y %}z{% endif %} {# c #}<|im_end|>\n"
+        );
     }
 
     #[test]
     fn special_tokens_and_extra_variables() {
         let src = "{{ bos_token }}{% if enable_thinking is defined and not enable_thinking %}nothink{% endif %}|{{ date_string }}|{{ eos_token }}";
-        let out = render(src, json!([]), false, json!({"enable_thinking": false, "date_string": "26 Jul 2024"})).unwrap();
+        let out = render(
+            src,
+            json!([]),
+            false,
+            json!({"enable_thinking": false, "date_string": "26 Jul 2024"}),
+        )
+        .unwrap();
         assert_eq!(out, "<s>nothink|26 Jul 2024|</s>");
         // extra overrides a special token, as transformers' kwargs do.
-        assert_eq!(render("{{ eos_token }}", json!([]), false, json!({"eos_token": "<e>"})).unwrap(), "<e>");
+        assert_eq!(
+            render(
+                "{{ eos_token }}",
+                json!([]),
+                false,
+                json!({"eos_token": "<e>"})
+            )
+            .unwrap(),
+            "<e>"
+        );
         // Without the token the variable is undefined, not none.
         let t = ChatTemplate::new("{{ bos_token is defined }}", None, None).unwrap();
         assert_eq!(t.render(&[], false, &Map::new()).unwrap(), "False");
@@ -410,24 +505,50 @@ mod tests {
     fn tools_default_to_none_and_null_keys_are_dropped() {
         let src = "{{ tools is none }}{% for m in messages %}|{{ 'content' in m }}{% endfor %}";
         let msgs = json!([{"role": "assistant", "content": null, "tool_calls": []}, {"role": "user", "content": "x"}]);
-        assert_eq!(render(src, msgs, false, json!({})).unwrap(), "True|False|True");
+        assert_eq!(
+            render(src, msgs, false, json!({})).unwrap(),
+            "True|False|True"
+        );
     }
 
     #[test]
     fn raise_exception_carries_the_message() {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}";
-        let err = render(src, json!([{"role": "assistant", "content": "x"}]), false, json!({})).unwrap_err();
-        let TemplateError::Render(msg) = &err else { panic!("wrong kind: {err:?}") };
-        assert!(msg.contains("Conversation roles must alternate user/assistant/user/assistant/..."), "{msg}");
+        let err = render(
+            src,
+            json!([{"role": "assistant", "content": "x"}]),
+            false,
+            json!({}),
+        )
+        .unwrap_err();
+        let TemplateError::Render(msg) = &err else {
+            panic!("wrong kind: {err:?}")
+        };
+        assert!(
+            msg.contains("Conversation roles must alternate user/assistant/user/assistant/..."),
+            "{msg}"
+        );
         assert!(msg.contains("chat_template:1"), "{msg}");
         assert!(!err.to_string().contains('\n'));
     }
 
     #[test]
     fn strftime_now_formats_local_time() {
-        let out = render("{{ strftime_now('%Y-%m-%d') }}", json!([]), false, json!({})).unwrap();
+        let out = render(
+            "{{ strftime_now('%Y-%m-%d') }}",
+            json!([]),
+            false,
+            json!({}),
+        )
+        .unwrap();
         assert_eq!(out, chrono::Local::now().format("%Y-%m-%d").to_string());
-        let out = render("{{ strftime_now('%d %b %Y') }}", json!([]), false, json!({})).unwrap();
+        let out = render(
+            "{{ strftime_now('%d %b %Y') }}",
+            json!([]),
+            false,
+            json!({}),
+        )
+        .unwrap();
         assert_eq!(out, chrono::Local::now().format("%d %b %Y").to_string());
         let err = render("{{ strftime_now('%Q') }}", json!([]), false, json!({})).unwrap_err();
         assert!(err.to_string().contains("strftime_now"), "{err}");
@@ -438,27 +559,75 @@ mod tests {
         let extra = json!({"x": {"name": "get_weather", "args": {"city": "北京", "q": "a\"b\\c\n\u{1}"}, "n": [1, 2.0, 1e20, -0.5, true, null], "e": [], "o": {}}});
         let out = render("{{ x | tojson }}", json!([]), false, extra.clone()).unwrap();
         // Expected strings are Python's json.dumps output for the same value.
-        assert_eq!(out, r#"{"name": "get_weather", "args": {"city": "北京", "q": "a\"b\\c\n\u0001"}, "n": [1, 2.0, 1e+20, -0.5, true, null], "e": [], "o": {}}"#);
-        let out = render("{{ x.args | tojson(indent=2) }}", json!([]), false, extra.clone()).unwrap();
-        assert_eq!(out, "{\n  \"city\": \"北京\",\n  \"q\": \"a\\\"b\\\\c\\n\\u0001\"\n}");
-        let out = render("{{ x.n | tojson(indent=2) }}", json!([]), false, extra.clone()).unwrap();
-        assert_eq!(out, "[\n  1,\n  2.0,\n  1e+20,\n  -0.5,\n  true,\n  null\n]");
-        let out = render("{{ x.args | tojson(separators=(',', ':'), sort_keys=true, ensure_ascii=true) }}", json!([]), false, extra.clone()).unwrap();
+        assert_eq!(
+            out,
+            r#"{"name": "get_weather", "args": {"city": "北京", "q": "a\"b\\c\n\u0001"}, "n": [1, 2.0, 1e+20, -0.5, true, null], "e": [], "o": {}}"#
+        );
+        let out = render(
+            "{{ x.args | tojson(indent=2) }}",
+            json!([]),
+            false,
+            extra.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "{\n  \"city\": \"北京\",\n  \"q\": \"a\\\"b\\\\c\\n\\u0001\"\n}"
+        );
+        let out = render(
+            "{{ x.n | tojson(indent=2) }}",
+            json!([]),
+            false,
+            extra.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "[\n  1,\n  2.0,\n  1e+20,\n  -0.5,\n  true,\n  null\n]"
+        );
+        let out = render(
+            "{{ x.args | tojson(separators=(',', ':'), sort_keys=true, ensure_ascii=true) }}",
+            json!([]),
+            false,
+            extra.clone(),
+        )
+        .unwrap();
         assert_eq!(out, r#"{"city":"\u5317\u4eac","q":"a\"b\\c\n\u0001"}"#);
         let out = render("{{ '😀' | tojson(true) }}", json!([]), false, json!({})).unwrap();
         assert_eq!(out, r#""\ud83d\ude00""#);
         // Insertion order is kept (Python dicts are ordered).
-        let out = render("{{ {'b': 1, 'a': 2} | tojson }}", json!([]), false, json!({})).unwrap();
+        let out = render(
+            "{{ {'b': 1, 'a': 2} | tojson }}",
+            json!([]),
+            false,
+            json!({}),
+        )
+        .unwrap();
         assert_eq!(out, r#"{"b": 1, "a": 2}"#);
-        let err = render("{{ 1 | tojson(indent=2, bogus=1) }}", json!([]), false, json!({})).unwrap_err();
+        let err = render(
+            "{{ 1 | tojson(indent=2, bogus=1) }}",
+            json!([]),
+            false,
+            json!({}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }
 
     #[test]
     fn python_string_and_dict_methods() {
         let src = "{{ m.content.strip() }}|{{ m.content.split(',')[1] }}|{{ m.role.startswith('us') }}|{{ m.role.endswith('x') }}|{{ '  a '.lstrip() }}.|{{ ' a  '.rstrip() }}.|{{ m.role.upper() }}|{{ 'ABC'.lower() }}|{{ 'a-b'.replace('-', '+') }}|{{ 'hello world'.title() }}|{{ m.get('name', 'none') }}|{% for k, v in m.items() %}{{ k }}={{ v|length }};{% endfor %}";
-        let out = render(src, json!([]), false, json!({"m": {"role": "user", "content": " a,b "}})).unwrap();
-        assert_eq!(out, "a,b|b |True|False|a .| a.|USER|abc|a+b|Hello World|none|role=4;content=5;");
+        let out = render(
+            src,
+            json!([]),
+            false,
+            json!({"m": {"role": "user", "content": " a,b "}}),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "a,b|b |True|False|a .| a.|USER|abc|a+b|Hello World|none|role=4;content=5;"
+        );
     }
 
     #[test]
@@ -466,13 +635,17 @@ mod tests {
         let src = "<a>\n    {% if true %}\n        x\n    {% endif %}\n</a>\n";
         // lstrip removes the indentation before a block tag, trim the newline
         // after it; the template's final newline is dropped.
-        assert_eq!(render(src, json!([]), false, json!({})).unwrap(), "<a>\n        x\n</a>");
+        assert_eq!(
+            render(src, json!([]), false, json!({})).unwrap(),
+            "<a>\n        x\n</a>"
+        );
     }
 
     #[test]
     fn loop_controls_and_namespace() {
         let src = "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'stop' %}{% break %}{% endif %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}";
-        let msgs = json!([{"role": "user"}, {"role": "assistant"}, {"role": "stop"}, {"role": "user"}]);
+        let msgs =
+            json!([{"role": "user"}, {"role": "assistant"}, {"role": "stop"}, {"role": "user"}]);
         assert_eq!(render(src, msgs, false, json!({})).unwrap(), "2");
     }
 
@@ -480,15 +653,25 @@ mod tests {
     fn unsupported_construct_is_a_one_line_compile_error() {
         let src = "{% for m in messages %}\n{% generation %}{{ m.content }}{% endgeneration %}\n{% endfor %}";
         let err = render(src, json!([]), false, json!({})).unwrap_err();
-        let TemplateError::Compile(msg) = &err else { panic!("wrong kind: {err:?}") };
-        assert!(msg.contains("syntax error") && msg.contains("generation") && msg.contains("chat_template:2"), "{msg}");
+        let TemplateError::Compile(msg) = &err else {
+            panic!("wrong kind: {err:?}")
+        };
+        assert!(
+            msg.contains("syntax error")
+                && msg.contains("generation")
+                && msg.contains("chat_template:2"),
+            "{msg}"
+        );
         assert!(!err.to_string().contains('\n'));
     }
 
     #[test]
     fn bad_input_is_reported() {
         let err = render(CHATML, json!(["not a message"]), false, json!({})).unwrap_err();
-        assert_eq!(err, TemplateError::Input("message 0 is not an object".into()));
+        assert_eq!(
+            err,
+            TemplateError::Input("message 0 is not an object".into())
+        );
         let err = render(CHATML, json!([]), false, json!({"messages": []})).unwrap_err();
         assert!(matches!(err, TemplateError::Input(_)));
     }
@@ -501,7 +684,12 @@ mod tests {
                 .map(|i| {
                     let t = &t;
                     s.spawn(move || {
-                        t.render(&[json!({"role": "user", "content": format!("m{i}")})], false, &Map::new()).unwrap()
+                        t.render(
+                            &[json!({"role": "user", "content": format!("m{i}")})],
+                            false,
+                            &Map::new(),
+                        )
+                        .unwrap()
                     })
                 })
                 .collect();
@@ -512,7 +700,15 @@ mod tests {
 
     #[test]
     fn float_repr_is_pythons() {
-        for (f, want) in [(1e16, "1e+16"), (1e15, "1000000000000000.0"), (1e-5, "1e-05"), (0.0001, "0.0001"), (1.5e300, "1.5e+300"), (-0.0, "-0.0"), (5e-324, "5e-324")] {
+        for (f, want) in [
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (1.5e300, "1.5e+300"),
+            (-0.0, "-0.0"),
+            (5e-324, "5e-324"),
+        ] {
             assert_eq!(py_float_repr(f), want);
         }
     }
