@@ -27,7 +27,7 @@ pub struct Langs {
 impl Langs {
     pub fn new(requested: &[String]) -> Langs {
         let mut codes: Vec<String> = Vec::new();
-        let mut index = |code: &str, codes: &mut Vec<String>| -> u8 {
+        let index = |code: &str, codes: &mut Vec<String>| -> u8 {
             match codes.iter().position(|c| c == code) {
                 Some(i) => i as u8,
                 None => {

@@ -69,7 +69,7 @@ pub fn classify(e: &ParsedEntity, classes: &[Class]) -> Option<u8> {
             _ => None,
         })
         .collect();
-    classes.iter().find(|c| p31.iter().any(|v| *v == c.id)).map(|c| c.category)
+    classes.iter().find(|c| p31.contains(&c.id)).map(|c| c.category)
 }
 
 /// What a character keeps in one requested language.

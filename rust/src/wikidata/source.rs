@@ -76,6 +76,8 @@ impl BufRead for Counted {
     }
 }
 
+// One decoder per file, so the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Decoder {
     Plain(Counted),
     Gzip(flate2::bufread::GzDecoder<Counted>),
@@ -168,10 +170,6 @@ impl DumpSource {
             left -= n as u64;
         }
         Ok(source)
-    }
-
-    pub fn codec(&self) -> Codec {
-        self.codec
     }
 
     pub fn file_len(&self) -> u64 {
