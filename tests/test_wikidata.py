@@ -115,7 +115,9 @@ def fragment_lines() -> list[bytes]:
         E("Q801", terms(en="Tie Eight-One", zh="平八一"), claims={"P31": human(), "P27": [st("P27", item("Q31"))]},  # 14
           sites={"enwiki": "Tie Eight-One", "frwiki": "Égalité"}),
         E("Q980", terms(fr="Personne"), claims={"P31": human()}, sites={"frwiki": "Personne"}),  # 15: no label we want
-        b'{"type":"item","id":"Q998","claims":{"P31":"Q5"}}',  # 16: a candidate that does not parse
+        # 16: a character whose line is damaged (a comma lost)
+        b'{"type":"item","id":"Q998","labels":{"en":{"language":"en","value":"Broken"}} "claims":{"P31":[{"mainsnak":'
+        b'{"snaktype":"value","property":"P31","datavalue":{"value":{"id":"Q5"},"type":"wikibase-entityid"}},"rank":"normal"}]}}',
         E("Q36180", terms(en="writer", zh="作家")),  # 17
         E("Q82955", terms(en="politician", zh="政治家")),  # 18: only behind a deprecated statement
         E("Q11573", terms(en="metre", zh="米")),  # 19
@@ -321,7 +323,7 @@ def test_cli_reports_bad_lines_and_writes_the_rest(dump: Path, tmp_path: Path, c
     assert "characters with no label in any requested language, dropped: 1 (line 15)" in err
     table = pl.read_parquet(out)
     assert table.drop("profile").to_dicts() == EXPECTED
-    assert not Path(str(out) + ".scan-checkpoint").exists()
+    assert not Path(str(out) + ".scan-checkpoint").exists() and not Path(str(out) + ".scan-checkpoint.journal").exists()
     # Facts become the profile when there is no article.
     profiles = dict(zip(zip(table["character_id"], table["lang"]), table["profile"]))
     assert profiles[("Q700", "en")] == "Old Sage. Date of birth: 551 BCE. Date of death: 25 December 1642 (Julian)."
@@ -397,5 +399,5 @@ def test_killed_scan_resumes_to_the_same_table(tmp_path: Path, codec: str):
     assert "resumed from a checkpoint at line" in third.stderr
     resumed_line = int(third.stderr.split("resumed from a checkpoint at line ")[1].split()[0])
     assert resumed_line > 1  # it did not start over
-    assert not checkpoint.exists()
+    assert not checkpoint.exists() and not Path(str(checkpoint) + ".journal").exists()
     assert pl.read_parquet(out).equals(pl.read_parquet(reference))

@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         + ",".join(f"{q}={c}" for q, c in DEFAULT_CLASSES) + ")",
     )
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint path (default: OUT.scan-checkpoint)")
-    p.add_argument("--chunk-bytes", type=int, default=64 << 20, metavar="N", help="decompressed bytes per scan chunk (default: 64 MiB)")
+    p.add_argument("--chunk-bytes", type=int, default=16 << 20, metavar="N", help="decompressed bytes per scan chunk, the checkpoint unit (default: 16 MiB)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a read error deep in the dump: one line, not a traceback
         raise DittoError(str(exc)) from None
     _write_atomically(table, out)
-    # The output is durable now; the checkpoint has done its job.
+    # The output is durable now; the checkpoint (header and journal) has done its job.
     checkpoint.unlink(missing_ok=True)
+    checkpoint.with_name(checkpoint.name + ".journal").unlink(missing_ok=True)
     for line in format_report(scan.stats, table):
         print(line, file=sys.stderr)
     print(f"wrote {table.height} rows to {out}", file=sys.stderr)

@@ -89,7 +89,7 @@ class CharactersConfig:
     # Profiles are cut to this many characters, at a sentence end.
     profile_chars: int = 4000
     # Decompressed bytes per scan chunk; a chunk is also the checkpoint unit.
-    chunk_bytes: int = 64 << 20
+    chunk_bytes: int = 16 << 20
     # Claims a profile rendered from facts lists at most, per property.
     values_per_property: int = 8
 

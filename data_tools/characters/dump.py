@@ -31,9 +31,10 @@ def scan_dump(
 ) -> DumpScan:
     """Scans the dump at `path` (plain, .gz or .bz2).
 
-    With `checkpoint`, the scan saves its state there after every chunk and
-    resumes from it when run again with the same file and settings. The
-    checkpoint is left in place; delete it once the output is written.
+    With `checkpoint`, the scan saves its progress there (and in
+    `checkpoint.journal`) after every chunk and resumes from it when run again
+    with the same file and settings. Both files are left in place; delete them
+    once the output is written.
     """
     path = Path(path)
     if not path.is_file():

@@ -6,6 +6,7 @@
 //! language, site and property that was not requested. Entities that cannot
 //! match a class never reach this parser at all (see `select.rs`).
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -79,14 +80,22 @@ pub enum Depth {
 /// expected shape.
 pub fn parse(line: &str, wanted: &Wanted, depth: Depth) -> Result<ParsedEntity, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(line);
-    let e = EntitySeed { wanted, depth }.deserialize(&mut de)?;
-    de.end()?;
-    Ok(e)
+    let early = RefCell::new(None);
+    match (EntitySeed { wanted, depth, early: &early }).deserialize(&mut de) {
+        Ok(e) => {
+            de.end()?;
+            Ok(e)
+        }
+        // A labels-only parse stops once it has the id, type and labels.
+        Err(err) => early.into_inner().ok_or(err),
+    }
 }
 
 struct EntitySeed<'w> {
     wanted: &'w Wanted,
     depth: Depth,
+    /// Where a labels-only parse leaves its result when it stops early.
+    early: &'w RefCell<Option<ParsedEntity>>,
 }
 
 /// A map key that borrows from the input when it can.
@@ -137,7 +146,15 @@ impl<'de> Visitor<'de> for EntitySeed<'_> {
                     e.kind = map.next_value::<String>()?;
                     has_type = true;
                 }
-                "labels" => e.labels = map.next_value_seed(LangMapSeed(self.wanted))?,
+                "labels" => {
+                    e.labels = map.next_value_seed(LangMapSeed(self.wanted))?;
+                    if !full && has_id && has_type {
+                        // Perf: the rest of the line (claims, sitelinks) is not needed;
+                        // skipping even with IgnoredAny costs as much as the labels.
+                        *self.early.borrow_mut() = Some(e);
+                        return Err(de::Error::custom("stopped after labels"));
+                    }
+                }
                 "descriptions" if full => e.descriptions = map.next_value_seed(LangMapSeed(self.wanted))?,
                 "aliases" if full => e.aliases = map.next_value_seed(AliasMapSeed(self.wanted))?,
                 "claims" if full => e.claims = map.next_value_seed(ClaimsSeed(self.wanted))?,
@@ -395,6 +412,10 @@ mod tests {
         assert_eq!(e.titles, vec![(0, "One".to_string())]);
         let l = parse(line, &wanted(), Depth::Labels).unwrap();
         assert!(l.claims.is_empty() && l.sitelinks == 0 && l.labels.len() == 2);
+        // A labels-only parse does not read past the labels.
+        let cut = &line[..line.find("\"descriptions\"").unwrap() + 20];
+        assert_eq!(parse(cut, &wanted(), Depth::Labels).unwrap().labels, l.labels);
+        assert!(parse(cut, &wanted(), Depth::Full).is_err());
     }
 
     #[test]

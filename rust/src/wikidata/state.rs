@@ -17,19 +17,28 @@ use super::select::{references, Candidate};
 
 type RankKey = (Reverse<u32>, u64, String);
 
-#[derive(Default, Serialize, Deserialize)]
+/// A referenced id: how many held candidates reference it, and the decompressed
+/// offset of the end of the chunk where it became needed. Its entity, if not
+/// met after that, lies before that offset, so a second pass stops there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Need {
+    pub refs: u32,
+    pub since: u64,
+}
+
+/// Rebuilt on resume by replaying the checkpoint journal through `offer` and
+/// `add_labels`, which is why both are deterministic.
+#[derive(Default)]
 pub struct ScanState {
     pub candidates: HashMap<String, Candidate>,
-    /// How many held candidates reference each id.
-    pub needed: HashMap<String, u32>,
+    /// Ids that held candidates reference.
+    pub needed: HashMap<String, Need>,
     /// Labels of needed ids found so far (empty when the entity has none wanted).
     pub labels: HashMap<String, Vec<LangText>>,
     pub stats: Stats,
     pub saw_open: bool,
     pub saw_close: bool,
-    /// Per (category, language): the held candidates in rank order. Rebuilt
-    /// from `candidates` after loading a checkpoint.
-    #[serde(skip)]
+    /// Per (category, language): the held candidates in rank order.
     heaps: HashMap<(u8, usize), BTreeSet<RankKey>>,
 }
 
@@ -58,29 +67,19 @@ fn rank_key(c: &Candidate) -> RankKey {
 }
 
 impl ScanState {
-    /// Restores the rank heaps after a checkpoint load.
-    pub fn rebuild_heaps(&mut self) {
-        self.heaps.clear();
-        for c in self.candidates.values() {
-            for (r, kept) in c.kept.iter().enumerate() {
-                if *kept {
-                    self.heaps.entry((c.category, r)).or_default().insert(rank_key(c));
-                }
-            }
-        }
-    }
-
     pub fn rows_held(&self) -> u64 {
         self.candidates.values().map(|c| c.kept.iter().filter(|k| **k).count() as u64).sum()
     }
 
-    /// Offers a matched entity read at `line`; keeps it where it ranks in the top `keep_top`.
-    pub fn offer(&mut self, mut c: Candidate, line: u64, langs: &Langs, keep_top: Option<usize>) {
+    /// Offers a matched entity read at `line`; keeps it where it ranks in the
+    /// top `keep_top`. Returns whether it is held.
+    pub fn offer(&mut self, mut c: Candidate, line: u64, langs: &Langs, keep_top: Option<usize>) -> bool {
         self.stats.matched += 1;
         if self.candidates.contains_key(&c.id) {
             self.stats.duplicate.add(line);
-            return;
+            return false;
         }
+        c.kept = vec![false; c.langs.len()];
         for (r, fields) in c.langs.iter().enumerate() {
             if fields.is_none() {
                 self.stats.missing_label.entry(langs.requested[r].clone()).or_default().add(line);
@@ -88,7 +87,7 @@ impl ScanState {
         }
         if c.langs.iter().all(Option::is_none) {
             self.stats.no_label.add(line);
-            return;
+            return false;
         }
         let key = rank_key(&c);
         let mut evicted: Vec<(String, usize)> = Vec::new();
@@ -110,9 +109,11 @@ impl ScanState {
                 }
             }
         }
-        if c.kept.iter().any(|k| *k) {
+        let held = c.kept.iter().any(|k| *k);
+        if held {
             for id in references(&c) {
-                *self.needed.entry(id.to_owned()).or_default() += 1;
+                let need = self.needed.entry(id.to_owned()).or_insert(Need { refs: 0, since: c.text_end });
+                need.refs += 1;
             }
             self.candidates.insert(c.id.clone(), c);
         }
@@ -126,8 +127,8 @@ impl ScanState {
                 let held = self.candidates.remove(&id).expect("held");
                 for rid in references(&held) {
                     if let Some(n) = self.needed.get_mut(rid) {
-                        *n -= 1;
-                        if *n == 0 {
+                        n.refs -= 1;
+                        if n.refs == 0 {
                             self.needed.remove(rid);
                             self.labels.remove(rid);
                         }
@@ -135,16 +136,20 @@ impl ScanState {
                 }
             }
         }
+        held
     }
 
     pub fn is_needed(&self, id: &str) -> bool {
         self.needed.contains_key(id) && !self.labels.contains_key(id)
     }
 
-    pub fn add_labels(&mut self, id: String, labels: Vec<LangText>) {
-        if self.is_needed(&id) {
+    /// Keeps the labels of `id` if they are needed; returns whether they were.
+    pub fn add_labels(&mut self, id: String, labels: Vec<LangText>) -> bool {
+        let needed = self.is_needed(&id);
+        if needed {
             self.labels.insert(id, labels);
         }
+        needed
     }
 
     /// Referenced ids whose labels have not been found yet.
@@ -153,14 +158,9 @@ impl ScanState {
     }
 
     /// How far a second pass must read: an id still unresolved was defined
-    /// before (or in the same chunk as) the candidates that reference it.
+    /// before the end of the chunk where it became needed (or not at all).
     pub fn resolve_stop(&self, unresolved: &HashSet<String>) -> u64 {
-        self.candidates
-            .values()
-            .filter(|c| references(c).iter().any(|id| unresolved.contains(*id)))
-            .map(|c| c.text_end)
-            .max()
-            .unwrap_or(0)
+        unresolved.iter().filter_map(|id| self.needed.get(id)).map(|n| n.since).max().unwrap_or(0)
     }
 
     fn name(&self, id: &str, chain: &[u8]) -> String {
@@ -237,16 +237,12 @@ mod tests {
         let mut needed: Vec<_> = s.needed.keys().cloned().collect();
         needed.sort();
         assert_eq!(needed, ["P1", "Q901", "Q902"]);
-        assert_eq!(s.needed["P1"], 2);
-        // A checkpoint round trip keeps the ranking working.
-        let json = serde_json::to_string(&s).unwrap();
-        let mut back: ScanState = serde_json::from_str(&json).unwrap();
-        back.rebuild_heaps();
-        back.offer(cand("Q50", 9, &[]), 5, &langs, Some(2));
-        let mut held: Vec<_> = back.candidates.keys().cloned().collect();
+        assert_eq!(s.needed["P1"].refs, 2);
+        assert!(s.offer(cand("Q50", 9, &[]), 5, &langs, Some(2)));
+        let mut held: Vec<_> = s.candidates.keys().cloned().collect();
         held.sort();
         assert_eq!(held, ["Q10", "Q50"]);
-        assert!(!back.needed.contains_key("Q901"));
+        assert!(!s.needed.contains_key("Q901"));
     }
 
     #[test]

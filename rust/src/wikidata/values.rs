@@ -125,8 +125,8 @@ pub fn render_time(time: &str, precision: u8, julian: bool, lang: &str) -> Strin
     let day: u64 = parts.next().and_then(|d| d.parse().ok()).unwrap_or(0);
     // Fall back to a coarser precision when the finer fields are zero.
     let precision = match precision {
-        p if p >= 11 && day == 0 => if month == 0 { 9 } else { 10 },
-        10 if month == 0 => 9,
+        p if p >= 10 && month == 0 => 9,
+        p if p >= 11 && day == 0 => 10,
         p => p,
     };
     let zh = is_chinese(lang);
@@ -193,6 +193,7 @@ mod tests {
         assert_eq!(render_time("-0500-00-00T00:00:00Z", 7, false, "en"), "5th century BCE");
         // A day-precision date with no day reads at month precision.
         assert_eq!(render_time("+1643-01-00T00:00:00Z", 11, false, "en"), "January 1643");
+        assert_eq!(render_time("+1643-00-05T00:00:00Z", 11, false, "en"), "1643");
         assert_eq!(render_time("+1643-01-04T00:00:00Z", 11, true, "en"), "4 January 1643 (Julian)");
         assert_eq!(render_time("+1643-01-04T00:00:00Z", 9, true, "en"), "1643");
         assert_eq!(render_time("+1642-12-25T00:00:00Z", 11, true, "zh"), "1642年12月25日（儒略历）");
