@@ -10,7 +10,7 @@ from ditto_native import DittoError
 
 from .build import characters_from_dump, characters_from_sample
 from .config import DEFAULT_CLASSES, CharactersConfig, parse_classes, parse_list
-from .dump import format_report
+from .dump import format_report, remove_checkpoint
 
 _DESCRIPTION = """\
 Build the character table (one row per character and language) from the
@@ -103,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a read error deep in the dump: one line, not a traceback
         raise DittoError(str(exc)) from None
     _write_atomically(table, out)
-    # The output is durable now; the checkpoint (header and journal) has done its job.
-    checkpoint.unlink(missing_ok=True)
-    checkpoint.with_name(checkpoint.name + ".journal").unlink(missing_ok=True)
+    # The output is durable now; the checkpoint has done its job.
+    remove_checkpoint(checkpoint)
     for line in format_report(scan.stats, table):
         print(line, file=sys.stderr)
     print(f"wrote {table.height} rows to {out}", file=sys.stderr)

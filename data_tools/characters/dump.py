@@ -32,9 +32,9 @@ def scan_dump(
     """Scans the dump at `path` (plain, .gz or .bz2).
 
     With `checkpoint`, the scan saves its progress there (and in
-    `checkpoint.journal`) after every chunk and resumes from it when run again
-    with the same file and settings. Both files are left in place; delete them
-    once the output is written.
+    `checkpoint.journal` and `checkpoint.labels`) after every chunk and resumes
+    from it when run again with the same file and settings. The files are left
+    in place; `remove_checkpoint` deletes them once the output is written.
     """
     path = Path(path)
     if not path.is_file():
@@ -44,16 +44,10 @@ def scan_dump(
     if progress:
         from tqdm import tqdm
 
-        state = {"pass": 0}
+        bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc="wikidata", file=sys.stderr)
 
-        def on_chunk(pass_no: int, done: int, total: int, entities: int, held: int) -> None:
-            nonlocal bar
-            if pass_no != state["pass"]:
-                if bar is not None:
-                    bar.close()
-                desc = "wikidata: characters" if pass_no == 1 else "wikidata: labels"
-                bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr)
-                state["pass"] = pass_no
+        def on_chunk(done: int, total: int, entities: int, held: int) -> None:
             bar.update(done - bar.n)
             bar.set_postfix(entities=entities, kept=held, refresh=False)
 
@@ -73,6 +67,13 @@ def scan_dump(
             bar.close()
     frame = pl.read_ndjson(io.BytesIO(rows), schema=SCAN_SCHEMA) if rows else pl.DataFrame(schema=SCAN_SCHEMA)
     return DumpScan(rows=frame, stats=json.loads(stats))
+
+
+def remove_checkpoint(checkpoint: str | Path) -> None:
+    """Deletes a scan checkpoint's files."""
+    checkpoint = Path(checkpoint)
+    for suffix in ("", ".journal", ".labels", ".tmp"):
+        checkpoint.with_name(checkpoint.name + suffix).unlink(missing_ok=True)
 
 
 def _lines(entry: dict) -> str:
@@ -101,10 +102,7 @@ def format_report(stats: dict, rows: pl.DataFrame | None = None) -> list[str]:
         out.append(f"compressed stream cut short or corrupt at line {e['line']} ({e['message']}); kept what was read before it")
     if s["missing_close"]:
         out.append("the dump ends without its closing ']' line: it may be cut short; kept what was read")
-    summary = (
-        f"read {s['lines']} lines, {s['entities']} entities, {s['matched']} characters; "
-        f"{s['rows']} rows; {s['passes']} pass{'es' if s['passes'] != 1 else ''}"
-    )
+    summary = f"read {s['lines']} lines, {s['entities']} entities, {s['matched']} characters; {s['rows']} rows"
     if rows is not None and rows.height:
         per = rows.group_by("lang", maintain_order=True).len()
         summary += " (" + ", ".join(f"{lang}: {n}" for lang, n in per.iter_rows()) + ")"

@@ -48,7 +48,7 @@ fn py_wikidata_scan<'py>(
         let mut on_chunk = |p: &wikidata::Progress| -> Result<(), ()> {
             Python::attach(|py| {
                 let r = py.check_signals().and_then(|()| match &progress {
-                    Some(cb) => cb.call1(py, (p.pass, p.bytes_read, p.bytes_total, p.entities, p.rows_held)).map(|_| ()),
+                    Some(cb) => cb.call1(py, (p.bytes_read, p.bytes_total, p.entities, p.rows_held)).map(|_| ()),
                     None => Ok(()),
                 });
                 r.map_err(|e| raised = Some(e))

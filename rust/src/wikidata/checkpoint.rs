@@ -1,10 +1,10 @@
 //! Scan checkpoints: a small header, rewritten atomically (temporary file,
-//! then rename) after every chunk, and an append-only journal of the changes
-//! to the held characters and found labels, replayed on resume.
+//! then rename) after every chunk, and an append-only journal of the
+//! characters that were held when offered, replayed on resume.
 //!
-//! The header says where to restart and how many journal bytes belong to it,
-//! so a kill at any moment leaves a consistent pair: a journal tail written
-//! after the last header is cut off on resume.
+//! The header says where to restart and how many bytes of the journal and of
+//! the label store belong to it, so a kill at any moment leaves a consistent
+//! set: what was appended after the last header is cut off on resume.
 //!
 //! Perf notes: rewriting the whole state after every chunk cost as much as
 //! parsing the chunk once a few thousand characters were held; the journal
@@ -18,13 +18,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::entity::LangText;
 use super::report::Stats;
 use super::select::Candidate;
 use super::source::ResumePos;
 use super::state::ScanState;
 
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// How often a checkpoint is also forced to disk.
 pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -32,10 +31,8 @@ pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Which part of the scan the checkpoint is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
-    /// Reading the dump for characters.
+    /// Reading the dump.
     Select,
-    /// Reading it again for labels defined before their first use.
-    Resolve,
     Done,
 }
 
@@ -46,8 +43,8 @@ pub struct Checkpoint {
     pub phase: Phase,
     pub pos: ResumePos,
     pub chunks_done: u64,
-    /// How far the resolving pass reads.
-    pub stop_at: u64,
+    /// Bytes of the label store that belong to this checkpoint.
+    pub labels_len: u64,
     pub state: ScanState,
 }
 
@@ -58,7 +55,7 @@ struct Header {
     phase: Phase,
     pos: ResumePos,
     chunks_done: u64,
-    stop_at: u64,
+    labels_len: u64,
     /// Journal bytes that belong to this checkpoint.
     journal_len: u64,
     stats: Stats,
@@ -66,20 +63,12 @@ struct Header {
     saw_close: bool,
 }
 
-/// One change to the held state, written as it happens.
+/// One journal record: a character offered at a line that was held afterwards.
 #[derive(Serialize)]
-enum RecordRef<'a> {
-    /// A character offered at a line that was held afterwards.
-    Offer(&'a Candidate, u64),
-    /// Labels found for a needed id.
-    Labels(&'a str, &'a [LangText]),
-}
+struct OfferRef<'a>(&'a Candidate, u64);
 
 #[derive(Deserialize)]
-enum Record {
-    Offer(Candidate, u64),
-    Labels(String, Vec<LangText>),
-}
+struct Offer(Candidate, u64);
 
 /// The checkpoint's files: `path` (header) and `path.journal`.
 pub struct Journal {
@@ -147,12 +136,8 @@ impl Journal {
                 break;
             }
             read += n as u64;
-            match serde_json::from_slice::<Record>(&line).map_err(|e| unreadable(&e))? {
-                Record::Offer(c, at) => offer(&mut state, c, at),
-                Record::Labels(id, labels) => {
-                    state.add_labels(id, labels);
-                }
-            }
+            let Offer(c, at) = serde_json::from_slice(&line).map_err(|e| unreadable(&e))?;
+            offer(&mut state, c, at);
         }
         if read != header.journal_len {
             return Err(unreadable(&"journal shorter than its header says"));
@@ -166,7 +151,7 @@ impl Journal {
             phase: header.phase,
             pos: header.pos,
             chunks_done: header.chunks_done,
-            stop_at: header.stop_at,
+            labels_len: header.labels_len,
             state,
         };
         let journal = Journal {
@@ -180,13 +165,13 @@ impl Journal {
     }
 
     pub fn offered(&mut self, c: &Candidate, line: u64) {
-        serde_json::to_writer(&mut self.pending, &RecordRef::Offer(c, line)).expect("records serialize");
+        serde_json::to_writer(&mut self.pending, &OfferRef(c, line)).expect("records serialize");
         self.pending.push(b'\n');
     }
 
-    pub fn labels(&mut self, id: &str, labels: &[LangText]) {
-        serde_json::to_writer(&mut self.pending, &RecordRef::Labels(id, labels)).expect("records serialize");
-        self.pending.push(b'\n');
+    /// Whether this commit will also sync (so the label store can sync first).
+    pub fn due_for_sync(&self) -> bool {
+        self.last_sync.elapsed() >= SYNC_EVERY
     }
 
     /// Appends the pending records and atomically replaces the header. With
@@ -207,7 +192,7 @@ impl Journal {
             phase: ck.phase,
             pos: ck.pos,
             chunks_done: ck.chunks_done,
-            stop_at: ck.stop_at,
+            labels_len: ck.labels_len,
             journal_len: self.len,
             stats: ck.state.stats.clone(),
             saw_open: ck.state.saw_open,

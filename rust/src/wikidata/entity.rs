@@ -337,54 +337,6 @@ pub fn entity_id(value: &serde_json::Value) -> Option<String> {
     Some(format!("{prefix}{n}"))
 }
 
-/// Finds the entity's own `"id"` without parsing the line: walks the top-level
-/// object (tracking nesting and strings) up to the key `id`. In dump lines the
-/// id is within the first few dozen bytes.
-pub fn sniff_id(line: &[u8]) -> Option<&str> {
-    let mut depth = 0usize;
-    let mut i = 0;
-    let n = line.len();
-    while i < n {
-        match line[i] {
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.checked_sub(1)?,
-            b'"' => {
-                let start = i + 1;
-                let mut j = start;
-                while j < n && line[j] != b'"' {
-                    j += if line[j] == b'\\' { 2 } else { 1 };
-                }
-                if j >= n {
-                    return None;
-                }
-                let key = &line[start..j];
-                i = j + 1;
-                if depth == 1 && key == b"id" {
-                    let mut k = i;
-                    while k < n && line[k].is_ascii_whitespace() {
-                        k += 1;
-                    }
-                    if k < n && line[k] == b':' {
-                        k += 1;
-                        while k < n && line[k].is_ascii_whitespace() {
-                            k += 1;
-                        }
-                        if k < n && line[k] == b'"' {
-                            let vs = k + 1;
-                            let ve = vs + memchr::memchr(b'"', &line[vs..])?;
-                            return std::str::from_utf8(&line[vs..ve]).ok();
-                        }
-                    }
-                }
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,14 +383,5 @@ mod tests {
         assert_eq!(entity_id(&v).unwrap(), "Q30");
         let p: serde_json::Value = serde_json::from_str(r#"{"entity-type":"property","numeric-id":27}"#).unwrap();
         assert_eq!(entity_id(&p).unwrap(), "P27");
-    }
-
-    #[test]
-    fn sniffs_top_level_id_only() {
-        assert_eq!(sniff_id(br#"{"type":"item","id":"Q31","labels":{}}"#), Some("Q31"));
-        // Nested ids and an "id" string value are not the entity id.
-        let line = br#"{"sitelinks":{"x":{"id":"no"}},"title":"id","claims":{"P1":[{"id":"Q9$abc"}]}, "id" : "P17"}"#;
-        assert_eq!(sniff_id(line), Some("P17"));
-        assert_eq!(sniff_id(br#"{"type":"item"}"#), None);
     }
 }

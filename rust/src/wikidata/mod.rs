@@ -5,23 +5,25 @@
 //! and a `]` line; plain, gzip or bzip2 (multi-member files included). A file
 //! of bare entity lines (JSON Lines) is read the same way.
 //!
-//! Pass 1 reads chunks of whole lines on a reader thread and parses each
+//! One pass reads chunks of whole lines on a reader thread and parses each
 //! chunk's lines in parallel (rayon). It keeps the top N characters per
-//! (category, language) and, along the way, the labels of the entities their
-//! claims point to that appear later in the file. Entities defined before
-//! their first use are found by pass 2, which reads only as far as needed and
-//! parses only the lines whose id is wanted. After every chunk a checkpoint is
-//! written atomically; a killed scan resumes from the last one.
+//! (category, language), and appends every entity's labels (in the scan's
+//! languages only) to a label store. At the end the ids that the kept
+//! characters' claims point to are looked up in the store, wherever in the
+//! file they were defined. After every chunk a checkpoint is written
+//! atomically; a killed scan resumes from the last one.
 //!
-//! Perf notes (222 MB synthetic dump, 2 busy cores): substring prefilter,
-//! UTF-8 check and id sniffing reject ~85% of lines at ~2.5 GB/s per core;
-//! candidate parsing skips unwanted languages, sites and properties; a
-//! labels-only parse stops after `labels`; fsync runs every 30 s, not per
-//! chunk (it cost as much as parsing); pass 2 stops at the chunk where the
-//! last unresolved id first became needed.
+//! Perf notes (222 MB synthetic dump, 2 busy cores): a P31-anchored substring
+//! prefilter sends ~15% of lines to the full parser; the rest are parsed only
+//! up to the end of `labels`. Candidate parsing skips unwanted languages, sites
+//! and properties. Reusing chunk buffers removed a fifth of the time (page
+//! faults); a journal instead of a whole-state checkpoint, and fsync every 30 s
+//! instead of every chunk, made checkpoints nearly free; the label store
+//! replaced a second pass over the dump (see `labelstore.rs`).
 mod checkpoint;
 mod chunks;
 mod entity;
+mod labelstore;
 mod langs;
 mod report;
 mod select;
@@ -29,7 +31,6 @@ mod source;
 mod state;
 mod values;
 
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -40,6 +41,7 @@ pub use state::{Claim, Row};
 pub use values::render_time;
 
 use checkpoint::{Checkpoint, Journal, Phase};
+use labelstore::LabelStore;
 use chunks::spawn_reader;
 use entity::{Depth, Wanted};
 use langs::Langs;
@@ -87,7 +89,6 @@ impl std::fmt::Display for ScanError {
 /// Reported after every chunk.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
-    pub pass: u8,
     /// Compressed bytes read of `bytes_total`.
     pub bytes_read: u64,
     pub bytes_total: u64,
@@ -249,12 +250,21 @@ pub fn scan(
                 phase: Phase::Select,
                 pos: ResumePos { line: 1, ..Default::default() },
                 chunks_done: 0,
-                stop_at: 0,
+                labels_len: 0,
                 state: ScanState::default(),
             };
             (ck, journal)
         }
     };
+    let labels = match checkpoint_path {
+        Some(p) => {
+            let mut name = p.as_os_str().to_owned();
+            name.push(".labels");
+            LabelStore::open(Path::new(&name), ck.labels_len)
+        }
+        None => LabelStore::temporary(),
+    }
+    .map_err(|e| ScanError::Io(format!("label store: {e}")))?;
     let codec = {
         let (_, codec) = DumpSource::open(path).map_err(io_err(path))?;
         codec.map_err(|e| ScanError::Invalid(format!("{}: {e}", path.display())))?
@@ -265,26 +275,20 @@ pub fn scan(
         setup: &setup,
         codec,
         journal,
+        labels,
         kill_after: kill_hook(),
         chunks_here: 0,
     };
     if ck.phase == Phase::Select {
         runner.select(&mut ck, progress)?;
-        ck.state.stats.passes = 1;
-        let unresolved = ck.state.unresolved();
-        ck.phase = if unresolved.is_empty() { Phase::Done } else { Phase::Resolve };
-        ck.stop_at = ck.state.resolve_stop(&unresolved);
-        ck.pos = ResumePos { line: 1, ..Default::default() };
-        runner.save(&ck, true)?;
-    }
-    if ck.phase == Phase::Resolve {
-        ck.state.stats.passes = 2;
-        runner.resolve(&mut ck, progress)?;
         ck.phase = Phase::Done;
-        runner.save(&ck, true)?;
+        runner.save(&mut ck, true)?;
     }
+    let referenced = ck.state.referenced();
+    ck.state.labels = runner.labels.lookup(&referenced).map_err(|e| ScanError::Io(format!("label store: {e}")))?;
     let mut stats = ck.state.stats.clone();
-    stats.unresolved = ck.state.unresolved().len() as u64;
+    stats.unresolved = referenced.iter().filter(|id| !ck.state.labels.contains_key(*id)).count() as u64;
+    stats.label_store_bytes = ck.labels_len;
     stats.missing_close = ck.state.saw_open && !ck.state.saw_close && stats.stream_error.is_none();
     let rows = ck.state.rows(&setup.langs, &setup.categories);
     stats.rows = rows.len() as u64;
@@ -297,6 +301,7 @@ struct Runner<'a> {
     setup: &'a Setup,
     codec: Codec,
     journal: Option<Journal>,
+    labels: LabelStore,
     kill_after: Option<u64>,
     chunks_here: u64,
 }
@@ -310,27 +315,25 @@ impl Runner<'_> {
         }
     }
 
-    fn save(&mut self, ck: &Checkpoint, force_sync: bool) -> Result<(), ScanError> {
+    /// Writes the chunk's labels, then the checkpoint that vouches for them.
+    fn save(&mut self, ck: &mut Checkpoint, force_sync: bool) -> Result<(), ScanError> {
+        let io = |e: std::io::Error| ScanError::Io(format!("checkpoint: {e}"));
+        ck.labels_len = self.labels.flush().map_err(io)?;
         match self.journal.as_mut() {
-            Some(j) => j.commit(ck, force_sync).map_err(|e| ScanError::Io(format!("checkpoint: {e}"))),
-            None => Ok(()),
-        }
-    }
-
-    fn keep_labels(&mut self, st: &mut ScanState, id: String, labels: Vec<entity::LangText>) {
-        let key = self.journal.is_some().then(|| id.clone());
-        if st.add_labels(id, labels) {
-            if let (Some(j), Some(k)) = (self.journal.as_mut(), key) {
-                j.labels(&k, &st.labels[&k]);
+            Some(j) => {
+                if force_sync || j.due_for_sync() {
+                    self.labels.sync().map_err(io)?;
+                }
+                j.commit(ck, force_sync).map_err(io)
             }
+            None => Ok(()),
         }
     }
 
     /// Saves, reports progress, and fires the crash-test hook after a chunk.
     fn after_chunk(
         &mut self,
-        ck: &Checkpoint,
-        pass: u8,
+        ck: &mut Checkpoint,
         compressed: u64,
         total: u64,
         progress: &mut dyn FnMut(&Progress) -> Result<(), ()>,
@@ -344,7 +347,6 @@ impl Runner<'_> {
             }
         }
         let p = Progress {
-            pass,
             bytes_read: compressed,
             bytes_total: total,
             entities: ck.state.stats.entities,
@@ -361,44 +363,34 @@ impl Runner<'_> {
         let props = &self.cfg.properties;
         while let Some(chunk) = reader.next() {
             let ls = chunk.lines();
-            let outcomes: Vec<(u64, Outcome)> = {
-                let st = &ck.state;
-                let needed = |id: &str| st.is_needed(id);
-                ls.par_iter()
-                    .with_min_len(16)
-                    .map(|(no, l)| (*no, select::select_line(l, &s.prefilter, &s.wanted, &s.classes, &s.langs, props, &needed)))
-                    .collect()
-            };
+            let outcomes: Vec<(u64, Outcome)> = ls
+                .par_iter()
+                .with_min_len(16)
+                .map(|(no, l)| (*no, select::select_line(l, &s.prefilter, &s.wanted, &s.classes, &s.langs, props)))
+                .collect();
             let st = &mut ck.state;
             st.stats.lines += ls.len() as u64;
-            let mut found = Vec::new();
             for (no, o) in outcomes {
                 match o {
                     Outcome::Skip => {}
                     Outcome::Open => st.saw_open = true,
                     Outcome::Close => st.saw_close = true,
-                    Outcome::Entity => st.stats.entities += 1,
                     Outcome::InvalidUtf8 => st.stats.invalid_utf8.add(no),
                     Outcome::Malformed => st.stats.malformed.add(no),
                     Outcome::Labels(id, labels) => {
                         st.stats.entities += 1;
-                        found.push((id, labels));
+                        self.labels.add(&id, &labels);
                     }
-                    Outcome::Candidate(mut c, id, labels) => {
+                    Outcome::Candidate(c, id, labels) => {
                         st.stats.entities += 1;
-                        c.text_end = chunk.end.text_offset;
+                        self.labels.add(&id, &labels);
                         if st.offer(*c, no, &s.langs, self.cfg.keep_top) {
                             if let Some(j) = self.journal.as_mut() {
                                 j.offered(&st.candidates[&id], no);
                             }
                         }
-                        found.push((id, labels));
                     }
                 }
-            }
-            // After all of the chunk's candidates, so they can name each other.
-            for (id, labels) in found {
-                self.keep_labels(st, id, labels);
             }
             if let Some(e) = &chunk.error {
                 st.stats.stream_error = Some(Truncation { message: e.message.clone(), line: e.line });
@@ -408,47 +400,13 @@ impl Runner<'_> {
             let compressed = chunk.compressed_offset;
             drop(ls);
             reader.recycle(chunk);
-            if let Err(e) = self.after_chunk(ck, 1, compressed, total, progress) {
+            if let Err(e) = self.after_chunk(ck, compressed, total, progress) {
                 let _ = reader.finish();
                 return Err(e);
             }
         }
         reader.finish().map_err(|_| ScanError::Io(format!("{}: reader thread failed", self.path.display())))?;
         Ok(())
-    }
-
-    fn resolve(&mut self, ck: &mut Checkpoint, progress: &mut dyn FnMut(&Progress) -> Result<(), ()>) -> Result<(), ScanError> {
-        let mut todo: HashSet<String> = ck.state.unresolved();
-        if todo.is_empty() || ck.pos.text_offset >= ck.stop_at {
-            return Ok(());
-        }
-        let src = self.open(&ck.pos)?;
-        let total = src.file_len();
-        let reader = spawn_reader(src, ck.pos, ck.chunks_done, self.cfg.chunk_bytes, Some(ck.stop_at));
-        let wanted = &self.setup.wanted;
-        let mut result = Ok(());
-        while let Some(chunk) = reader.next() {
-            let found: Vec<(String, Vec<entity::LangText>)> = {
-                let is_wanted = |id: &str| todo.contains(id);
-                let ls = chunk.lines();
-                ls.par_iter().with_min_len(16).filter_map(|(_, l)| select::resolve_line(l, wanted, &is_wanted)).collect()
-            };
-            for (id, labels) in found {
-                todo.remove(&id);
-                self.keep_labels(&mut ck.state, id, labels);
-            }
-            ck.pos = chunk.end;
-            ck.chunks_done = chunk.index + 1;
-            ck.state.stats.second_pass_bytes = chunk.end.text_offset;
-            let compressed = chunk.compressed_offset;
-            reader.recycle(chunk);
-            result = self.after_chunk(ck, 2, compressed, total, progress);
-            if result.is_err() || todo.is_empty() {
-                break;
-            }
-        }
-        let _ = reader.finish();
-        result
     }
 }
 

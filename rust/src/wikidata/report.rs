@@ -55,10 +55,8 @@ pub struct Stats {
     pub missing_close: bool,
     /// Referenced entities that the dump does not hold; they read as their ids.
     pub unresolved: u64,
-    /// Passes over the dump (2 when some labels were defined before their use).
-    pub passes: u8,
-    /// How far (decompressed bytes) the second pass read.
-    pub second_pass_bytes: u64,
+    /// Size of the label store (labels of every entity, in the scan's languages).
+    pub label_store_bytes: u64,
     /// The line a resumed scan continued from, if it was resumed.
     pub resumed_at_line: Option<u64>,
 }

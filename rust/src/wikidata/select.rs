@@ -1,16 +1,16 @@
 //! Deciding what a dump line is: a character, an entity some character's claims
 //! point to, or neither.
 //!
-//! Perf notes: most lines of a dump are neither, and parsing them is the bulk
-//! of a naive filter's time. A class can only be named in a P31 statement, and
-//! every P31 statement list starts with the key `"P31":[`; a SIMD substring
-//! search finds those keys, and only the lists behind them are searched for
-//! the class id, quoted (`"Q5"`) or in the legacy form (`"numeric-id":5`).
-//! That rejects most lines at memory speed, and halved the prefilter's time
-//! against searching whole lines for the ids (which also let through lines
-//! that merely mention Q5 elsewhere). Rejected lines are still checked to be
-//! UTF-8 and to look like one JSON object, but are not parsed, so damage
-//! inside an unparsed line goes unnoticed.
+//! Perf notes: most lines of a dump are not characters, and parsing them
+//! whole is the bulk of a naive filter's time. A class can only be named in a
+//! P31 statement, and every P31 statement list starts with the key `"P31":[`;
+//! a SIMD substring search finds those keys, and only the lists behind them
+//! are searched for the class id, quoted (`"Q5"`) or in the legacy form
+//! (`"numeric-id":5`). That halved the prefilter's time against searching
+//! whole lines for the ids (which also let through lines that merely mention
+//! Q5 elsewhere). Lines it rejects are checked to be UTF-8 and one JSON object
+//! and parsed only up to the end of their `labels`, for the label store, so
+//! damage further into such a line goes unnoticed.
 use std::collections::HashMap;
 
 use memchr::memmem::Finder;
@@ -136,8 +136,6 @@ pub struct Candidate {
     pub claims: Vec<(String, RawValue)>,
     /// Whether the candidate is among the kept top N, per requested language.
     pub kept: Vec<bool>,
-    /// Decompressed offset of the end of the chunk it was read from.
-    pub text_end: u64,
 }
 
 pub fn numeric_id(id: &str) -> u64 {
@@ -198,7 +196,6 @@ pub fn candidate(e: ParsedEntity, category: u8, langs: &Langs, properties: &[Str
         kept: vec![false; row_langs.len()],
         langs: row_langs,
         claims,
-        text_end: 0,
     }
 }
 
@@ -223,11 +220,9 @@ pub enum Outcome {
     /// The `[` or `]` line around a dump.
     Open,
     Close,
-    /// A well-formed entity line that is not wanted.
-    Entity,
     InvalidUtf8,
     Malformed,
-    /// Labels of an entity whose id is being looked for.
+    /// An entity that is not a character, and its labels.
     Labels(String, Vec<LangText>),
     /// A selected entity and its own labels.
     Candidate(Box<Candidate>, String, Vec<LangText>),
@@ -242,8 +237,8 @@ pub fn trim_line(raw: &[u8]) -> &[u8] {
     s
 }
 
-/// Looks at one line in the selection pass. `needed` says which entity ids
-/// (referenced by characters already kept) should have their labels read.
+/// Looks at one line: a character (with its labels), another entity's
+/// labels, or bad input.
 pub fn select_line(
     raw: &[u8],
     prefilter: &Prefilter,
@@ -251,7 +246,6 @@ pub fn select_line(
     classes: &[Class],
     langs: &Langs,
     properties: &[String],
-    needed: &dyn Fn(&str) -> bool,
 ) -> Outcome {
     let line = trim_line(raw);
     match line {
@@ -266,19 +260,8 @@ pub fn select_line(
     if !(line.starts_with(b"{") && line.ends_with(b"}")) {
         return Outcome::Malformed;
     }
-    if !prefilter.may_match(line) {
-        return match entity::sniff_id(line) {
-            Some(id) if needed(id) => labels_of(text, wanted),
-            Some(_) => Outcome::Entity,
-            // No id found by the quick scan: let the parser decide.
-            None => match entity::parse(text, wanted, Depth::Labels) {
-                Ok(e) if needed(&e.id) => Outcome::Labels(e.id, e.labels),
-                Ok(_) => Outcome::Entity,
-                Err(_) => Outcome::Malformed,
-            },
-        };
-    }
-    let Ok(e) = entity::parse(text, wanted, Depth::Full) else {
+    let depth = if prefilter.may_match(line) { Depth::Full } else { Depth::Labels };
+    let Ok(e) = entity::parse(text, wanted, depth) else {
         return Outcome::Malformed;
     };
     match classify(&e, classes) {
@@ -287,30 +270,7 @@ pub fn select_line(
             let labels = e.labels.clone();
             Outcome::Candidate(Box::new(candidate(e, category, langs, properties)), id, labels)
         }
-        None if needed(&e.id) => Outcome::Labels(e.id, e.labels),
-        None => Outcome::Entity,
-    }
-}
-
-fn labels_of(text: &str, wanted: &Wanted) -> Outcome {
-    match entity::parse(text, wanted, Depth::Labels) {
-        Ok(e) => Outcome::Labels(e.id, e.labels),
-        Err(_) => Outcome::Malformed,
-    }
-}
-
-/// Looks at one line in the resolving pass: only labels of `wanted_id` ids.
-pub fn resolve_line(raw: &[u8], wanted: &Wanted, wanted_id: &dyn Fn(&str) -> bool) -> Option<(String, Vec<LangText>)> {
-    let line = trim_line(raw);
-    if !line.starts_with(b"{") {
-        return None;
-    }
-    match entity::sniff_id(line) {
-        Some(id) if !wanted_id(id) => None,
-        _ => {
-            let e = entity::parse(std::str::from_utf8(line).ok()?, wanted, Depth::Labels).ok()?;
-            wanted_id(&e.id).then_some((e.id, e.labels))
-        }
+        None => Outcome::Labels(e.id, e.labels),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The scan's partial result: the characters held so far, the ids their claims
-//! point to, and the labels found for those ids.
+//! The scan's partial result: the characters held so far, and at the end the
+//! labels of the ids their claims point to.
 //!
 //! With a top-N limit only the best N per (category, language) are held, so
 //! memory stays bounded on a full dump. Ranking is by sitelinks (descending),
@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::entity::LangText;
 use super::langs::Langs;
@@ -17,23 +17,12 @@ use super::select::{references, Candidate};
 
 type RankKey = (Reverse<u32>, u64, String);
 
-/// A referenced id: how many held candidates reference it, and the decompressed
-/// offset of the end of the chunk where it became needed. Its entity, if not
-/// met after that, lies before that offset, so a second pass stops there.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Need {
-    pub refs: u32,
-    pub since: u64,
-}
-
-/// Rebuilt on resume by replaying the checkpoint journal through `offer` and
-/// `add_labels`, which is why both are deterministic.
+/// Rebuilt on resume by replaying the checkpoint journal through `offer`,
+/// which is why `offer` is deterministic.
 #[derive(Default)]
 pub struct ScanState {
     pub candidates: HashMap<String, Candidate>,
-    /// Ids that held candidates reference.
-    pub needed: HashMap<String, Need>,
-    /// Labels of needed ids found so far (empty when the entity has none wanted).
+    /// Labels of the ids the held candidates reference (filled at the end).
     pub labels: HashMap<String, Vec<LangText>>,
     pub stats: Stats,
     pub saw_open: bool,
@@ -111,56 +100,21 @@ impl ScanState {
         }
         let held = c.kept.iter().any(|k| *k);
         if held {
-            for id in references(&c) {
-                let need = self.needed.entry(id.to_owned()).or_insert(Need { refs: 0, since: c.text_end });
-                need.refs += 1;
-            }
             self.candidates.insert(c.id.clone(), c);
         }
         for (id, r) in evicted {
-            let gone = {
-                let held = self.candidates.get_mut(&id).expect("evicted candidate is held");
-                held.kept[r] = false;
-                !held.kept.iter().any(|k| *k)
-            };
-            if gone {
-                let held = self.candidates.remove(&id).expect("held");
-                for rid in references(&held) {
-                    if let Some(n) = self.needed.get_mut(rid) {
-                        n.refs -= 1;
-                        if n.refs == 0 {
-                            self.needed.remove(rid);
-                            self.labels.remove(rid);
-                        }
-                    }
-                }
+            let held = self.candidates.get_mut(&id).expect("evicted candidate is held");
+            held.kept[r] = false;
+            if !held.kept.iter().any(|k| *k) {
+                self.candidates.remove(&id);
             }
         }
         held
     }
 
-    pub fn is_needed(&self, id: &str) -> bool {
-        self.needed.contains_key(id) && !self.labels.contains_key(id)
-    }
-
-    /// Keeps the labels of `id` if they are needed; returns whether they were.
-    pub fn add_labels(&mut self, id: String, labels: Vec<LangText>) -> bool {
-        let needed = self.is_needed(&id);
-        if needed {
-            self.labels.insert(id, labels);
-        }
-        needed
-    }
-
-    /// Referenced ids whose labels have not been found yet.
-    pub fn unresolved(&self) -> HashSet<String> {
-        self.needed.keys().filter(|id| !self.labels.contains_key(*id)).cloned().collect()
-    }
-
-    /// How far a second pass must read: an id still unresolved was defined
-    /// before the end of the chunk where it became needed (or not at all).
-    pub fn resolve_stop(&self, unresolved: &HashSet<String>) -> u64 {
-        unresolved.iter().filter_map(|id| self.needed.get(id)).map(|n| n.since).max().unwrap_or(0)
+    /// The ids whose labels the held candidates' rows need.
+    pub fn referenced(&self) -> HashSet<String> {
+        self.candidates.values().flat_map(|c| references(c).into_iter().map(str::to_owned)).collect()
     }
 
     fn name(&self, id: &str, chain: &[u8]) -> String {
@@ -219,30 +173,29 @@ mod tests {
             langs: vec![Some(LangFields { label: id.into(), description: String::new(), aliases: vec![], title: None })],
             claims: refs.iter().map(|r| ("P1".to_string(), RawValue::Entity(r.to_string()))).collect(),
             kept: vec![false],
-            text_end: 0,
         }
     }
 
     #[test]
-    fn keeps_top_n_with_numeric_tie_break_and_drops_references_of_the_evicted() {
+    fn keeps_top_n_with_numeric_tie_break() {
         let langs = Langs::new(&["en".into()]);
         let mut s = ScanState::default();
-        s.offer(cand("Q30", 5, &["Q900"]), 1, &langs, Some(2));
-        s.offer(cand("Q20", 5, &["Q901"]), 2, &langs, Some(2));
-        s.offer(cand("Q10", 5, &["Q902"]), 3, &langs, Some(2)); // ties: lower id wins, Q30 goes
-        s.offer(cand("Q40", 1, &["Q903"]), 4, &langs, Some(2)); // ranks last, never held
+        assert!(s.offer(cand("Q30", 5, &["Q900"]), 1, &langs, Some(2)));
+        assert!(s.offer(cand("Q20", 5, &["Q901"]), 2, &langs, Some(2)));
+        assert!(s.offer(cand("Q10", 5, &["Q902"]), 3, &langs, Some(2))); // ties: lower id wins, Q30 goes
+        assert!(!s.offer(cand("Q40", 1, &["Q903"]), 4, &langs, Some(2))); // ranks last, never held
         let mut held: Vec<_> = s.candidates.keys().cloned().collect();
         held.sort();
         assert_eq!(held, ["Q10", "Q20"]);
-        let mut needed: Vec<_> = s.needed.keys().cloned().collect();
-        needed.sort();
-        assert_eq!(needed, ["P1", "Q901", "Q902"]);
-        assert_eq!(s.needed["P1"].refs, 2);
+        let mut refs: Vec<_> = s.referenced().into_iter().collect();
+        refs.sort();
+        assert_eq!(refs, ["P1", "Q901", "Q902"]);
         assert!(s.offer(cand("Q50", 9, &[]), 5, &langs, Some(2)));
         let mut held: Vec<_> = s.candidates.keys().cloned().collect();
         held.sort();
         assert_eq!(held, ["Q10", "Q50"]);
-        assert!(!s.needed.contains_key("Q901"));
+        assert!(!s.offer(cand("Q50", 9, &[]), 6, &langs, Some(2)), "a duplicate is not offered twice");
+        assert_eq!(s.stats.duplicate.first_lines, [6]);
     }
 
     #[test]
@@ -255,13 +208,12 @@ mod tests {
         s.offer(c, 1, &langs, None);
         let zh = langs.codes.iter().position(|c| c == "zh").unwrap() as u8;
         let en = langs.codes.iter().position(|c| c == "en").unwrap() as u8;
-        s.add_labels("Q900".into(), vec![(en, "nine hundred".into()), (zh, "九百".into())]);
-        s.add_labels("P1".into(), vec![(en, "number".into())]);
+        s.labels.insert("Q900".into(), vec![(en, "nine hundred".into()), (zh, "九百".into())]);
+        s.labels.insert("P1".into(), vec![(en, "number".into())]);
         let rows = s.rows(&langs, &["human".into()]);
         assert_eq!(rows.len(), 2);
         let values = |r: &Row| r.claims.iter().map(|c| format!("{}={}", c.property, c.value)).collect::<Vec<_>>();
         assert_eq!(values(&rows[0]), ["number=nine hundred", "number=Q901"]);
         assert_eq!(values(&rows[1]), ["number=九百", "number=Q901"]);
-        assert_eq!(s.unresolved().into_iter().collect::<Vec<_>>(), ["Q901"]);
     }
 }
