@@ -44,27 +44,143 @@ pub struct ParsedEntity {
 pub struct Statement {
     pub mainsnak: Snak,
     #[serde(default)]
-    pub rank: Option<String>,
+    pub rank: Option<Rank>,
+}
+
+// Perf notes: the claim structures below deserialize into enums and a flat
+// struct of the few fields the scan reads; `serde_json::Value` for every
+// datavalue cost a map and a dozen small allocations per statement.
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Rank {
+    Preferred,
+    Normal,
+    Deprecated,
+    #[serde(other)]
+    Other,
 }
 
 impl Statement {
     pub fn deprecated(&self) -> bool {
-        self.rank.as_deref() == Some("deprecated")
+        self.rank == Some(Rank::Deprecated)
     }
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Snak {
-    pub snaktype: String,
+    pub snaktype: SnakType,
     #[serde(default)]
     pub datavalue: Option<DataValue>,
 }
 
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SnakType {
+    Value,
+    Somevalue,
+    Novalue,
+    #[serde(other)]
+    Other,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct DataValue {
-    pub value: serde_json::Value,
+    pub value: Value,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: DataType,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataType {
+    WikibaseEntityid,
+    Time,
+    Quantity,
+    Monolingualtext,
+    Globecoordinate,
+    String,
+    #[serde(other)]
+    Other,
+}
+
+/// The fields of a datavalue's `value` that the scan reads, whatever its type.
+#[derive(Debug, Default)]
+pub struct Value {
+    /// A string value, or a monolingual text's `text`.
+    pub text: Option<String>,
+    pub id: Option<String>,
+    pub numeric_id: Option<u64>,
+    pub entity_type: Option<String>,
+    pub time: Option<String>,
+    pub precision: Option<f64>,
+    pub julian: bool,
+    pub amount: Option<String>,
+    pub unit: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
+const JULIAN: &str = "Q1985786";
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a datavalue value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value { text: Some(v.to_owned()), ..Value::default() })
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+                Ok(Value { text: Some(v), ..Value::default() })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut v = Value::default();
+                while let Some(Key(k)) = map.next_key::<Key>()? {
+                    match k.as_ref() {
+                        "id" => v.id = map.next_value()?,
+                        "numeric-id" => v.numeric_id = map.next_value()?,
+                        "entity-type" => v.entity_type = map.next_value()?,
+                        "time" => v.time = map.next_value()?,
+                        "precision" => v.precision = map.next_value()?,
+                        "calendarmodel" => v.julian = map.next_value::<Option<Key>>()?.is_some_and(|c| c.0.ends_with(JULIAN)),
+                        "amount" => v.amount = map.next_value()?,
+                        "unit" => v.unit = map.next_value()?,
+                        "text" => v.text = map.next_value()?,
+                        "latitude" => v.latitude = map.next_value()?,
+                        "longitude" => v.longitude = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(v)
+            }
+            // Any other shape (a number, a list) carries nothing the scan reads.
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+                empty_seq(seq)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Value, E> {
+                Ok(Value::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value, E> {
+                Ok(Value::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
+                Ok(Value::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
+                Ok(Value::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+                Ok(Value::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// How much of an entity to parse.
@@ -323,12 +439,12 @@ impl<'de> Visitor<'de> for SitelinksSeed<'_> {
 
 /// The entity id of a `wikibase-entityid` value: `id`, or, in the legacy form
 /// that has only `numeric-id`, the prefix for its `entity-type` and the number.
-pub fn entity_id(value: &serde_json::Value) -> Option<String> {
-    if let Some(id) = value.get("id").and_then(|v| v.as_str()) {
-        return Some(id.to_owned());
+pub fn entity_id(value: &Value) -> Option<String> {
+    if let Some(id) = &value.id {
+        return Some(id.clone());
     }
-    let n = value.get("numeric-id")?.as_u64()?;
-    let prefix = match value.get("entity-type").and_then(|v| v.as_str()).unwrap_or("item") {
+    let n = value.numeric_id?;
+    let prefix = match value.entity_type.as_deref().unwrap_or("item") {
         "item" => 'Q',
         "property" => 'P',
         "lexeme" => 'L',
@@ -379,9 +495,14 @@ mod tests {
 
     #[test]
     fn legacy_entity_values_get_an_id() {
-        let v: serde_json::Value = serde_json::from_str(r#"{"numeric-id":30,"entity-type":"item"}"#).unwrap();
+        let v: Value = serde_json::from_str(r#"{"numeric-id":30,"entity-type":"item"}"#).unwrap();
         assert_eq!(entity_id(&v).unwrap(), "Q30");
-        let p: serde_json::Value = serde_json::from_str(r#"{"entity-type":"property","numeric-id":27}"#).unwrap();
+        let p: Value = serde_json::from_str(r#"{"entity-type":"property","numeric-id":27}"#).unwrap();
         assert_eq!(entity_id(&p).unwrap(), "P27");
+        // Globe coordinates have a fractional "precision"; unknown shapes read as nothing.
+        let g: Value = serde_json::from_str(r#"{"latitude":51.5,"longitude":-0.12,"altitude":null,"precision":0.0001}"#).unwrap();
+        assert_eq!((g.latitude, g.longitude), (Some(51.5), Some(-0.12)));
+        let odd: Value = serde_json::from_str("[1, 2]").unwrap();
+        assert!(odd.id.is_none() && odd.text.is_none());
     }
 }

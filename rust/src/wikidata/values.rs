@@ -6,7 +6,7 @@
 //! own date wording; other languages get ISO-style dates.
 use serde::{Deserialize, Serialize};
 
-use super::entity::{entity_id, Snak};
+use super::entity::{entity_id, DataType, Snak, SnakType};
 
 /// A claim value before labels are known.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,39 +24,30 @@ pub enum RawValue {
     NoValue,
 }
 
-const JULIAN: &str = "Q1985786";
-
 impl RawValue {
     /// Reads a main snak; `None` for a value type that has no text form.
     pub fn from_snak(snak: &Snak) -> Option<RawValue> {
-        match snak.snaktype.as_str() {
-            "somevalue" => return Some(RawValue::Unknown),
-            "novalue" => return Some(RawValue::NoValue),
-            _ => {}
+        match snak.snaktype {
+            SnakType::Somevalue => return Some(RawValue::Unknown),
+            SnakType::Novalue => return Some(RawValue::NoValue),
+            SnakType::Value => {}
+            SnakType::Other => return None,
         }
         let dv = snak.datavalue.as_ref()?;
         let v = &dv.value;
-        Some(match dv.kind.as_str() {
-            "wikibase-entityid" => RawValue::Entity(entity_id(v)?),
-            "time" => RawValue::Time {
-                time: v.get("time")?.as_str()?.to_owned(),
-                precision: v.get("precision").and_then(|p| p.as_u64()).unwrap_or(11).min(14) as u8,
-                julian: v.get("calendarmodel").and_then(|c| c.as_str()).is_some_and(|c| c.ends_with(JULIAN)),
+        Some(match dv.kind {
+            DataType::WikibaseEntityid => RawValue::Entity(entity_id(v)?),
+            DataType::Time => RawValue::Time {
+                time: v.time.clone()?,
+                precision: v.precision.unwrap_or(11.0).clamp(0.0, 14.0) as u8,
+                julian: v.julian,
             },
-            "quantity" => RawValue::Quantity {
-                amount: v.get("amount")?.as_str()?.to_owned(),
-                unit: v
-                    .get("unit")
-                    .and_then(|u| u.as_str())
-                    .filter(|u| *u != "1")
-                    .map(|u| u.rsplit('/').next().unwrap_or(u).to_owned()),
+            DataType::Quantity => RawValue::Quantity {
+                amount: v.amount.clone()?,
+                unit: v.unit.as_deref().filter(|u| *u != "1").map(|u| u.rsplit('/').next().unwrap_or(u).to_owned()),
             },
-            "monolingualtext" => RawValue::Text(v.get("text")?.as_str()?.to_owned()),
-            "globecoordinate" => RawValue::Coordinate {
-                lat: v.get("latitude")?.as_f64()?,
-                lon: v.get("longitude")?.as_f64()?,
-            },
-            _ => RawValue::Text(v.as_str()?.to_owned()),
+            DataType::Globecoordinate => RawValue::Coordinate { lat: v.latitude?, lon: v.longitude? },
+            DataType::Monolingualtext | DataType::String | DataType::Other => RawValue::Text(v.text.clone()?),
         })
     }
 
