@@ -207,6 +207,110 @@ pub fn parse(line: &str, wanted: &Wanted, depth: Depth) -> Result<ParsedEntity, 
     }
 }
 
+/// The id, type and labels of an entity line, by the fast path when the line
+/// has the dump's layout, else by the parser (see `fast_labels`).
+pub fn parse_labels(line: &str, wanted: &Wanted) -> Result<ParsedEntity, serde_json::Error> {
+    match fast_labels(line.as_bytes(), wanted) {
+        Some(e) => Ok(e),
+        None => parse(line, wanted, Depth::Labels),
+    }
+}
+
+/// Perf notes: most lines are read only for their labels, and the JSON
+/// tokenizer spent most of that time stepping over the hundred languages no
+/// one asked for. Dump lines all start the same way,
+/// `{"type":"item","id":"Q31","labels":{"en":{"language":"en","value":"…"},…}`,
+/// so this reads that layout directly, jumping over unwanted values with a
+/// byte search. Anything else (another key order, whitespace, an escaped key)
+/// returns `None`, and the caller falls back to the parser, which also
+/// decodes escaped values.
+fn fast_labels(b: &[u8], wanted: &Wanted) -> Option<ParsedEntity> {
+    struct Cur<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+    impl<'a> Cur<'a> {
+        fn eat(&mut self, lit: &[u8]) -> Option<()> {
+            self.b.get(self.i..)?.starts_with(lit).then(|| self.i += lit.len())
+        }
+        /// A string without escapes, after its opening quote.
+        fn plain_str(&mut self) -> Option<&'a str> {
+            let rest = self.b.get(self.i..)?;
+            let end = memchr::memchr2(b'"', b'\\', rest)?;
+            if rest[end] != b'"' {
+                return None;
+            }
+            self.i += end + 1;
+            std::str::from_utf8(&rest[..end]).ok()
+        }
+        /// Skips a string body after its opening quote; returns its raw bytes.
+        fn skip_str(&mut self) -> Option<&'a [u8]> {
+            let start = self.i;
+            loop {
+                let at = self.i + memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
+                if self.b[at] == b'\\' {
+                    self.i = at + 2;
+                } else {
+                    self.i = at + 1;
+                    return Some(&self.b[start..at]);
+                }
+            }
+        }
+    }
+    let mut c = Cur { b, i: 0 };
+    c.eat(b"{")?;
+    let mut e = ParsedEntity::default();
+    // Top-level keys before "labels": plain string values only.
+    loop {
+        c.eat(b"\"")?;
+        let key = c.plain_str()?;
+        c.eat(b":")?;
+        if key == "labels" {
+            break;
+        }
+        c.eat(b"\"")?;
+        let value = c.plain_str()?;
+        match key {
+            "type" => e.kind = value.to_owned(),
+            "id" => e.id = value.to_owned(),
+            "datatype" => {}
+            _ => return None,
+        }
+        c.eat(b",")?;
+    }
+    if e.id.is_empty() || e.kind.is_empty() {
+        return None;
+    }
+    if c.eat(b"[]").is_some() {
+        return Some(e);
+    }
+    c.eat(b"{")?;
+    if c.eat(b"}").is_some() {
+        return Some(e);
+    }
+    loop {
+        c.eat(b"\"")?;
+        let lang = c.plain_str()?;
+        c.eat(b":{\"language\":\"")?;
+        c.skip_str()?;
+        c.eat(b",\"value\":\"")?;
+        let start = c.i - 1;
+        let raw = c.skip_str()?;
+        if let Some(&i) = wanted.langs.get(lang) {
+            let text = match std::str::from_utf8(raw).ok()? {
+                t if !raw.contains(&b'\\') => t.to_owned(),
+                _ => serde_json::from_slice::<String>(&b[start..c.i]).ok()?,
+            };
+            e.labels.push((i, text));
+        }
+        c.eat(b"}")?;
+        if c.eat(b"}").is_some() {
+            return Some(e);
+        }
+        c.eat(b",")?;
+    }
+}
+
 struct EntitySeed<'w> {
     wanted: &'w Wanted,
     depth: Depth,
@@ -484,6 +588,36 @@ mod tests {
         let cut = &line[..line.find("\"descriptions\"").unwrap() + 20];
         assert_eq!(parse(cut, &wanted(), Depth::Labels).unwrap().labels, l.labels);
         assert!(parse(cut, &wanted(), Depth::Full).is_err());
+    }
+
+    #[test]
+    fn fast_labels_agree_with_the_parser() {
+        let w = wanted();
+        let lines = [
+            r#"{"type":"item","id":"Q1","labels":{"fr":{"language":"fr","value":"Un"},"en":{"language":"en","value":"One"},"zh":{"language":"zh","value":"\u4e00 \"q\" \\ end"}},"claims":{}}"#,
+            r#"{"type":"property","datatype":"wikibase-item","id":"P31","labels":{"en":{"language":"en","value":"instance of"}}}"#,
+            r#"{"type":"item","id":"Q2","labels":[],"descriptions":[]}"#,
+            r#"{"type":"item","id":"Q3","labels":{},"x":1}"#,
+            r#"{"type":"item","id":"Q4","labels":{"mul":{"language":"mul","value":"Douglas Adams"},"en-gb":{"language":"en-gb","value":"x\\"}}}"#,
+        ];
+        for line in lines {
+            let fast = fast_labels(line.as_bytes(), &w).unwrap_or_else(|| panic!("fast path declined {line}"));
+            let slow = parse(line, &w, Depth::Labels).unwrap();
+            assert_eq!((fast.id, fast.kind, fast.labels), (slow.id, slow.kind, slow.labels), "{line}");
+        }
+        assert_eq!(fast_labels(lines[0].as_bytes(), &w).unwrap().labels[1].1, "一 \"q\" \\ end");
+        // Other layouts go to the parser.
+        for line in [
+            r#"{"id":"Q1","sitelinks":{},"type":"item","labels":{}}"#,
+            r#"{"type": "item", "id": "Q1", "labels": {}}"#,
+            r#"{"pageid":1,"type":"item","id":"Q1","labels":{}}"#,
+            r#"{"type":"item","id":"Q1","labels":{"en":{"value":"One","language":"en"}}}"#,
+        ] {
+            assert!(fast_labels(line.as_bytes(), &w).is_none(), "{line}");
+        }
+        // A cut line is not accepted by either.
+        let cut = &lines[0][..60];
+        assert!(fast_labels(cut.as_bytes(), &w).is_none() && parse(cut, &w, Depth::Labels).is_err());
     }
 
     #[test]

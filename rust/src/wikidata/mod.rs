@@ -42,7 +42,7 @@ pub use values::render_time;
 
 use checkpoint::{Checkpoint, Journal, Phase};
 use labelstore::LabelStore;
-use chunks::spawn_reader;
+use chunks::{spawn_mapped_reader, spawn_reader};
 use entity::{Depth, Wanted};
 use langs::Langs;
 use select::{Class, Outcome, Prefilter};
@@ -356,9 +356,18 @@ impl Runner<'_> {
     }
 
     fn select(&mut self, ck: &mut Checkpoint, progress: &mut dyn FnMut(&Progress) -> Result<(), ()>) -> Result<(), ScanError> {
-        let src = self.open(&ck.pos)?;
-        let total = src.file_len();
-        let reader = spawn_reader(src, ck.pos, ck.chunks_done, self.cfg.chunk_bytes, None);
+        let (reader, total) = if self.codec == Codec::Plain {
+            let file = std::fs::File::open(self.path).map_err(io_err(self.path))?;
+            // SAFETY: the map is only read; the dump must not change while it
+            // is scanned (as with any reader, a shrinking file fails the scan).
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(self.path))?;
+            let total = map.len() as u64;
+            (spawn_mapped_reader(std::sync::Arc::new(map), ck.pos, ck.chunks_done, self.cfg.chunk_bytes), total)
+        } else {
+            let src = self.open(&ck.pos)?;
+            let total = src.file_len();
+            (spawn_reader(src, ck.pos, ck.chunks_done, self.cfg.chunk_bytes), total)
+        };
         let s = self.setup;
         let props = &self.cfg.properties;
         while let Some(chunk) = reader.next() {

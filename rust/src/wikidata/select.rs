@@ -260,8 +260,8 @@ pub fn select_line(
     if !(line.starts_with(b"{") && line.ends_with(b"}")) {
         return Outcome::Malformed;
     }
-    let depth = if prefilter.may_match(line) { Depth::Full } else { Depth::Labels };
-    let Ok(e) = entity::parse(text, wanted, depth) else {
+    let parsed = if prefilter.may_match(line) { entity::parse(text, wanted, Depth::Full) } else { entity::parse_labels(text, wanted) };
+    let Ok(e) = parsed else {
         return Outcome::Malformed;
     };
     match classify(&e, classes) {
