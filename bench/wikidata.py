@@ -374,14 +374,15 @@ def python_filter(path: Path) -> tuple[list[dict], int]:
 # --- running ------------------------------------------------------------------------
 
 
-def rust_filter(path: Path, workdir: Path) -> tuple[list[dict], dict]:
+def rust_filter(path: Path, workdir: Path) -> tuple[bytes, dict]:
+    """The rows as the filter returns them (JSON Lines, which Polars reads)."""
     checkpoint = workdir / f"{path.name}.ckpt"
     remove_checkpoint(checkpoint)
     rows, stats = ditto_native.wikidata_scan(
         str(path), languages=list(LANGUAGES), classes=list(CLASSES), properties=list(PROPERTIES),
         keep_top=None, chunk_bytes=16 << 20, checkpoint=str(checkpoint))
     remove_checkpoint(checkpoint)
-    return [json.loads(l) for l in rows.splitlines()], json.loads(stats)
+    return rows, json.loads(stats)
 
 
 def timed(fn, *args):
@@ -430,6 +431,8 @@ def main() -> int:
     (py_rows, entities), t_py, c_py = timed_cpu(python_filter, plain)
 
     key = lambda r: (r["lang"], r["character_id"])  # noqa: E731
+    rust_rows = [json.loads(line) for line in rust_rows.splitlines()]
+    rust_gz_rows = [json.loads(line) for line in rust_gz_rows.splitlines()]
     same = sorted(rust_rows, key=key) == sorted(py_rows, key=key) == sorted(rust_gz_rows, key=key)
     print(f"entities: {entities}, characters: {stats['matched']}, rows: {len(rust_rows)}, "
           f"label store: {stats['label_store_bytes'] / 1e6:.1f} MB; rows identical (Rust plain, Rust gz, Python): {same}")

@@ -13,14 +13,54 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+/// FNV-1a: these maps are looked up for every language key of every line,
+/// with keys of a few bytes, where SipHash's setup cost dominated.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+pub type FastSet<K> = HashSet<K, std::hash::BuildHasherDefault<Fnv>>;
+
 /// What to keep from each entity. Built once per scan.
 pub struct Wanted {
     /// Language codes whose labels, descriptions and aliases are kept.
-    pub langs: HashMap<String, u8>,
+    pub langs: FastMap<String, u8>,
     /// Wiki site ids (`enwiki`) whose titles are kept, to their requested-language index.
-    pub sites: HashMap<String, u8>,
+    pub sites: FastMap<String, u8>,
     /// Claim properties kept (P31 is always kept, for the class test).
-    pub props: HashSet<String>,
+    pub props: FastSet<String>,
+}
+
+/// The entity types the scan tells apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    Item,
+    Property,
+    #[default]
+    Other,
+}
+
+impl Kind {
+    fn of(s: &str) -> Kind {
+        match s {
+            "item" => Kind::Item,
+            "property" => Kind::Property,
+            _ => Kind::Other,
+        }
+    }
 }
 
 /// A kept language string: (index into the scan's language table, text).
@@ -29,7 +69,7 @@ pub type LangText = (u8, String);
 #[derive(Debug, Default)]
 pub struct ParsedEntity {
     pub id: String,
-    pub kind: String,
+    pub kind: Kind,
     pub labels: Vec<LangText>,
     pub descriptions: Vec<LangText>,
     pub aliases: Vec<(u8, Vec<String>)>,
@@ -260,6 +300,7 @@ fn fast_labels(b: &[u8], wanted: &Wanted) -> Option<ParsedEntity> {
     let mut c = Cur { b, i: 0 };
     c.eat(b"{")?;
     let mut e = ParsedEntity::default();
+    let mut has_type = false;
     // Top-level keys before "labels": plain string values only.
     loop {
         c.eat(b"\"")?;
@@ -271,14 +312,17 @@ fn fast_labels(b: &[u8], wanted: &Wanted) -> Option<ParsedEntity> {
         c.eat(b"\"")?;
         let value = c.plain_str()?;
         match key {
-            "type" => e.kind = value.to_owned(),
+            "type" => {
+                e.kind = Kind::of(value);
+                has_type = true;
+            }
             "id" => e.id = value.to_owned(),
             "datatype" => {}
             _ => return None,
         }
         c.eat(b",")?;
     }
-    if e.id.is_empty() || e.kind.is_empty() {
+    if e.id.is_empty() || !has_type {
         return None;
     }
     if c.eat(b"[]").is_some() {
@@ -363,7 +407,7 @@ impl<'de> Visitor<'de> for EntitySeed<'_> {
                     has_id = true;
                 }
                 "type" => {
-                    e.kind = map.next_value::<String>()?;
+                    e.kind = Kind::of(&map.next_value::<Key>()?.0);
                     has_type = true;
                 }
                 "labels" => {
@@ -574,7 +618,7 @@ mod tests {
         let line = r#"{"type":"item","id":"Q1","labels":{"en":{"language":"en","value":"One"},"fr":{"language":"fr","value":"Un"},"zh":{"language":"zh","value":"\u4e00"}},"descriptions":[],"aliases":{"en":[{"language":"en","value":"Uno"}]},"claims":{"P31":[{"mainsnak":{"snaktype":"value","property":"P31","datavalue":{"value":{"entity-type":"item","numeric-id":5,"id":"Q5"},"type":"wikibase-entityid"}},"type":"statement","rank":"normal"}],"P999":[{"mainsnak":{"snaktype":"novalue","property":"P999"},"rank":"normal"}],"P21":[{"mainsnak":{"snaktype":"somevalue","property":"P21"},"rank":"deprecated"}]},"sitelinks":{"enwiki":{"site":"enwiki","title":"One","badges":[]},"dewiki":{"site":"dewiki","title":"Eins","badges":[]}}}"#;
         let e = parse(line, &wanted(), Depth::Full).unwrap();
         assert_eq!(e.id, "Q1");
-        assert_eq!(e.kind, "item");
+        assert_eq!(e.kind, Kind::Item);
         assert_eq!(e.labels, vec![(0, "One".to_string()), (1, "一".to_string())]);
         assert!(e.descriptions.is_empty());
         assert_eq!(e.aliases, vec![(0, vec!["Uno".to_string()])]);

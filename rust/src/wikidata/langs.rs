@@ -7,8 +7,6 @@
 //! Labels of the items and properties that claims point to fall back further,
 //! to English, and then to the bare id, so that a claim is never lost for want
 //! of a translation.
-use std::collections::{HashMap, HashSet};
-
 use super::entity::Wanted;
 
 const ZH_VARIANTS: [&str; 8] = ["zh-hans", "zh-cn", "zh-sg", "zh-my", "zh-hant", "zh-tw", "zh-hk", "zh-mo"];
@@ -65,9 +63,9 @@ impl Langs {
     /// What the parser keeps: terms in these languages, titles on the
     /// requested languages' Wikipedias, and claims for `properties`.
     pub fn wanted(&self, properties: &[String]) -> Wanted {
-        let langs: HashMap<String, u8> = self.codes.iter().enumerate().map(|(i, c)| (c.clone(), i as u8)).collect();
+        let langs = self.codes.iter().enumerate().map(|(i, c)| (c.clone(), i as u8)).collect();
         let sites = self.requested.iter().enumerate().map(|(i, r)| (wiki_site(r), i as u8)).collect();
-        let props: HashSet<String> = properties.iter().cloned().collect();
+        let props = properties.iter().cloned().collect();
         Wanted { langs, sites, props }
     }
 }

@@ -96,7 +96,7 @@ fn array_len(s: &[u8]) -> usize {
 /// The category of an entity: the first class (in priority order) among its
 /// non-deprecated P31 values.
 pub fn classify(e: &ParsedEntity, classes: &[Class]) -> Option<u8> {
-    if e.kind != "item" {
+    if e.kind != entity::Kind::Item {
         return None;
     }
     let p31: Vec<String> = e
