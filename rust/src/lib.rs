@@ -3,6 +3,11 @@
 //! Each concern lives in its own pure-Rust module with `cargo test`s. Only the
 //! `py` module (compiled with the `python` feature) touches PyO3.
 pub mod normalize;
+pub mod masks;
+pub mod pack;
+pub mod sft;
+pub mod template;
+pub mod tokenize;
 
 #[cfg(feature = "python")]
 mod py;
