@@ -302,36 +302,67 @@ pub struct PackedSplits {
     pub sessions_in: usize,
 }
 
-/// The whole stage over already-read sessions.
-pub fn build_splits(encoder: &ChatEncoder, sessions: &[Session<'_>], cfg: &PackConfig) -> PackedSplits {
-    let encoded: Vec<Result<(EncodedChat, bool), DropReason>> = sessions
-        .par_iter()
-        .map(|s| {
-            let mut chat = encoder.encode(s)?;
-            let cut = fit(&mut chat, cfg.seq_len, cfg.overlong)?;
-            Ok((chat, cut))
-        })
-        .collect();
+/// Accumulates encoded sessions chunk by chunk (so callers can show
+/// progress), then packs each split.
+pub struct Packer {
+    cfg: PackConfig,
+    train: Vec<EncodedChat>,
+    heldout: Vec<EncodedChat>,
+    dropped: BTreeMap<&'static str, usize>,
+    truncated: usize,
+    sessions_in: usize,
+}
 
-    let mut out = PackedSplits { sessions_in: sessions.len(), ..Default::default() };
-    let (mut train, mut heldout): (Vec<&EncodedChat>, Vec<&EncodedChat>) = (Vec::new(), Vec::new());
-    for (s, r) in sessions.iter().zip(&encoded) {
-        match r {
-            Err(reason) => *out.dropped.entry(reason.as_str()).or_default() += 1,
-            Ok((chat, cut)) => {
-                out.truncated += usize::from(*cut);
-                // `encode` rejects sessions without an id.
-                let id = s.session_id.unwrap_or_default();
-                if is_heldout(id, cfg.heldout_fraction) { &mut heldout } else { &mut train }.push(chat);
+impl Packer {
+    pub fn new(cfg: PackConfig) -> Self {
+        Self { cfg, train: Vec::new(), heldout: Vec::new(), dropped: BTreeMap::new(), truncated: 0, sessions_in: 0 }
+    }
+
+    /// Encode a chunk of sessions in parallel and file each under its split.
+    pub fn add(&mut self, encoder: &ChatEncoder, sessions: &[Session<'_>]) {
+        let (seq_len, overlong) = (self.cfg.seq_len, self.cfg.overlong);
+        let encoded: Vec<Result<(EncodedChat, bool), DropReason>> = sessions
+            .par_iter()
+            .map(|s| {
+                let mut chat = encoder.encode(s)?;
+                let cut = fit(&mut chat, seq_len, overlong)?;
+                Ok((chat, cut))
+            })
+            .collect();
+        self.sessions_in += sessions.len();
+        for (s, r) in sessions.iter().zip(encoded) {
+            match r {
+                Err(reason) => *self.dropped.entry(reason.as_str()).or_default() += 1,
+                Ok((chat, cut)) => {
+                    self.truncated += usize::from(cut);
+                    // `encode` rejects sessions without an id.
+                    let id = s.session_id.unwrap_or_default();
+                    if is_heldout(id, self.cfg.heldout_fraction) { &mut self.heldout } else { &mut self.train }.push(chat);
+                }
             }
         }
     }
-    out.train = pack_split(&train, cfg);
-    out.heldout = pack_split(&heldout, cfg);
-    out
+
+    /// Pack both splits, in the order their sessions were added.
+    pub fn finish(self) -> PackedSplits {
+        PackedSplits {
+            train: pack_split(&self.train, &self.cfg),
+            heldout: pack_split(&self.heldout, &self.cfg),
+            dropped: self.dropped,
+            truncated: self.truncated,
+            sessions_in: self.sessions_in,
+        }
+    }
 }
 
-fn pack_split(chats: &[&EncodedChat], cfg: &PackConfig) -> SplitRows {
+/// The whole stage over already-read sessions.
+pub fn build_splits(encoder: &ChatEncoder, sessions: &[Session<'_>], cfg: &PackConfig) -> PackedSplits {
+    let mut packer = Packer::new(*cfg);
+    packer.add(encoder, sessions);
+    packer.finish()
+}
+
+fn pack_split(chats: &[EncodedChat], cfg: &PackConfig) -> SplitRows {
     let seqs: Vec<(&[u32], &[u8])> = chats.iter().map(|c| (c.ids.as_slice(), c.mask.as_slice())).collect();
     SplitRows {
         rows: pack(&seqs, cfg.seq_len, cfg.pad_id),

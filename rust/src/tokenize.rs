@@ -21,6 +21,14 @@
 //! tokens that are not special (Qwen's `<think>`, `<tool_call>`) are ordinary
 //! vocabulary and are tokenized as transformers does.
 //!
+//! Cutting the text into pieces reproduces the ordinary pipeline because it
+//! splits added tokens out first and then normalises and pre-tokenizes each
+//! remaining piece on its own, exactly as if it were encoded alone, with one
+//! exception: a Metaspace pre-tokenizer with `prepend_scheme: first` (Mistral)
+//! adds its `▁` only to a piece at offset 0 of the whole text. Pieces that do
+//! not start the text are therefore encoded by a copy of the tokenizer whose
+//! scheme is `never`.
+//!
 //! Offsets. Offsets are byte offsets into the encoded text. The post-processor
 //! is removed because with `add_special_tokens=false` its only effect is
 //! ByteLevel's `trim_offsets`, which would shrink whitespace tokens to empty
@@ -30,6 +38,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use aho_corasick::{AhoCorasick, MatchKind};
+use serde_json::Value as Json;
 use tokenizers::{PostProcessorWrapper, Tokenizer};
 
 /// Why a tokenizer could not be loaded or used; one line each.
@@ -78,6 +87,9 @@ pub struct TextTokenizer {
     normal: Tokenizer,
     /// Same tokenizer with special-token matching off: their text is plain.
     plain: Tokenizer,
+    /// `normal` and `plain` for pieces that do not start the text, when the
+    /// pre-tokenizer treats offset 0 specially (see above).
+    mid: Option<(Tokenizer, Tokenizer)>,
     specials: Vec<String>,
     special_matcher: AhoCorasick,
 }
@@ -85,13 +97,13 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Load from the text of a tokenizer.json.
     pub fn from_json(json: &str) -> Result<Self, TokenizeError> {
-        let mut normal = Tokenizer::from_str(json).map_err(|e| TokenizeError::Load(one_line(e)))?;
-        normal.with_post_processor(None::<PostProcessorWrapper>);
-        normal.with_truncation(None).map_err(|e| TokenizeError::Load(one_line(e)))?;
-        normal.with_padding(None);
-        normal.set_encode_special_tokens(false);
-        let mut plain = normal.clone();
-        plain.set_encode_special_tokens(true);
+        let (normal, plain) = load_pair(json)?;
+        let mut tree: Json = serde_json::from_str(json).map_err(|e| TokenizeError::Load(one_line(e)))?;
+        let mid = if tree.get_mut("pre_tokenizer").is_some_and(never_prepend) {
+            Some(load_pair(&tree.to_string())?)
+        } else {
+            None
+        };
 
         let mut specials: Vec<String> = normal
             .get_added_tokens_decoder()
@@ -105,7 +117,7 @@ impl TextTokenizer {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&specials)
             .map_err(|e| TokenizeError::Load(one_line(e)))?;
-        Ok(Self { normal, plain, specials, special_matcher })
+        Ok(Self { normal, plain, mid, specials, special_matcher })
     }
 
     /// The text of every special added token, sorted.
@@ -163,17 +175,60 @@ impl TextTokenizer {
                 return Err(TokenizeError::Encode(format!("plain piece at byte {} out of order", p.at)));
             }
             if p.at > cursor {
-                append(&mut out, encode_with(&self.normal, &text[cursor..p.at], cursor)?);
+                append(&mut out, encode_with(self.pick(cursor, false), &text[cursor..p.at], cursor)?);
             }
-            let plain = encode_with(&self.plain, p.text, 0)?;
+            let plain = encode_with(self.pick(p.at, true), p.text, 0)?;
             out.offsets.extend(std::iter::repeat_n((p.at, p.at + p.len), plain.ids.len()));
             out.ids.extend(plain.ids);
             cursor = p.at + p.len;
         }
         if cursor < text.len() {
-            append(&mut out, encode_with(&self.normal, &text[cursor..], cursor)?);
+            append(&mut out, encode_with(self.pick(cursor, false), &text[cursor..], cursor)?);
         }
         Ok(out)
+    }
+
+    /// The tokenizer for a piece starting at byte `at` of the whole text.
+    fn pick(&self, at: usize, plain: bool) -> &Tokenizer {
+        match (&self.mid, at > 0, plain) {
+            (Some((_, p)), true, true) => p,
+            (Some((n, _)), true, false) => n,
+            (_, _, true) => &self.plain,
+            (_, _, false) => &self.normal,
+        }
+    }
+}
+
+/// The ordinary tokenizer and its plain-text twin, without post-processor,
+/// truncation or padding.
+fn load_pair(json: &str) -> Result<(Tokenizer, Tokenizer), TokenizeError> {
+    let mut normal = Tokenizer::from_str(json).map_err(|e| TokenizeError::Load(one_line(e)))?;
+    normal.with_post_processor(None::<PostProcessorWrapper>);
+    normal.with_truncation(None).map_err(|e| TokenizeError::Load(one_line(e)))?;
+    normal.with_padding(None);
+    normal.set_encode_special_tokens(false);
+    let mut plain = normal.clone();
+    plain.set_encode_special_tokens(true);
+    Ok((normal, plain))
+}
+
+/// Turn every `prepend_scheme: first` in a pre-tokenizer tree into `never`;
+/// true when there was one.
+fn never_prepend(node: &mut Json) -> bool {
+    match node {
+        Json::Object(map) => {
+            let mut changed = false;
+            if map.get("prepend_scheme").and_then(Json::as_str) == Some("first") {
+                map.insert("prepend_scheme".into(), Json::from("never"));
+                changed = true;
+            }
+            for v in map.values_mut() {
+                changed |= never_prepend(v);
+            }
+            changed
+        }
+        Json::Array(items) => items.iter_mut().fold(false, |acc, v| never_prepend(v) | acc),
+        _ => false,
     }
 }
 
