@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from ditto_jax.model import CausalLM
 from ditto_jax.tokenizer import TokenizerBundle, tokenizer_from_gguf, tokenizer_from_hf_dir
-from ditto_jax.weights.gguf import load_gguf, open_gguf
+from ditto_jax.weights.gguf import architecture, load_gguf, open_gguf
 from ditto_jax.weights.hf import load_hf_dir
 from ditto_native import DittoError
 
@@ -82,6 +82,7 @@ def _builtin_path(name: str) -> Path:
 
 def _load_gguf(path: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
     reader = open_gguf(path)
+    architecture(reader, path)  # an unsupported model is the clearer error, so check it first
     bundle = tokenizer_from_gguf(reader, path)
     _, model, _ = load_gguf(path, dtype=dtype, reader=reader)
     return model, bundle
