@@ -3,6 +3,7 @@
 //! Each concern lives in its own pure-Rust module with `cargo test`s. Only the
 //! `py` module (compiled with the `python` feature) touches PyO3.
 pub mod normalize;
+pub mod template;
 
 #[cfg(feature = "python")]
 mod py;
