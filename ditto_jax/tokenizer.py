@@ -16,19 +16,17 @@ import dataclasses
 import hashlib
 import json
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
+from ditto_jax.chat_template import ChatTemplate
 from ditto_native import DittoError
 
 if TYPE_CHECKING:
     from gguf import GGUFReader
-
-    from ditto_jax.chat_template import ChatTemplate
 
 # Chat models end a turn with one of these, while tokenizer_config.json often
 # names a different eos (Llama 3: eos <|end_of_text|>, turns end <|eot_id|>).
@@ -39,20 +37,12 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>
 @dataclasses.dataclass(frozen=True)
 class TokenizerBundle:
     tokenizer: Tokenizer
-    chat_template_source: str | None  # Jinja source; `chat_template` compiles it on first use
+    chat_template: ChatTemplate | None
     bos_token: str | None
     eos_token: str | None
     eos_token_ids: tuple[int, ...]  # generation stops on any of these
     pad_token_id: int  # any valid id; pads are masked anyway
     name: str  # e.g. "SmolLM2-135M-Instruct"
-
-    @cached_property
-    def chat_template(self) -> "ChatTemplate | None":
-        if self.chat_template_source is None:
-            return None
-        from ditto_jax.chat_template import ChatTemplate
-
-        return ChatTemplate(self.chat_template_source, bos_token=self.bos_token, eos_token=self.eos_token)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True, **template_vars) -> str:
         if self.chat_template is None:
@@ -84,8 +74,8 @@ class TokenizerBundle:
             "add_eos_token": False,
             "clean_up_tokenization_spaces": False,
         }
-        if self.chat_template_source is not None:
-            config["chat_template"] = self.chat_template_source
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template.source
         (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     def sha256(self) -> str:
@@ -129,16 +119,11 @@ def tokenizer_from_hf_dir(folder: str | Path) -> TokenizerBundle:
     return _bundle(tokenizer, _chat_template_from_folder(folder, config), bos, eos, pad, model_eos, folder.name, folder)
 
 
-def _chat_template_from_folder(folder: Path, config: dict) -> str | None:
-    # transformers gives a separate chat_template.jinja priority over tokenizer_config.json.
-    jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    template = config.get("chat_template") or _read_json(folder / "chat_template.json").get("chat_template")
-    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default")
-    return template
+def _chat_template_from_folder(folder: Path, config: dict) -> ChatTemplate | None:
+    # Base models have none; otherwise ChatTemplate decides where it lives, as transformers does.
+    if (folder / "chat_template.jinja").is_file() or config.get("chat_template"):
+        return ChatTemplate.from_folder(folder)
+    return None
 
 
 def _read_json(path: Path) -> dict:
@@ -151,7 +136,7 @@ def _read_json(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _bundle(tokenizer, template, bos, eos, pad, extra_eos_ids, name, source) -> TokenizerBundle:
+def _bundle(tokenizer, chat_template, bos, eos, pad, extra_eos_ids, name, source) -> TokenizerBundle:
     def token_id(token: str | None, what: str) -> int | None:
         if token is None:
             return None
@@ -170,7 +155,7 @@ def _bundle(tokenizer, template, bos, eos, pad, extra_eos_ids, name, source) -> 
     eos_ids = list(dict.fromkeys(int(i) for i in eos_ids))  # dedupe, keep order
     if pad_id is None:
         pad_id = eos_ids[0] if eos_ids else 0
-    return TokenizerBundle(tokenizer, template, bos, eos, tuple(eos_ids), pad_id, name)
+    return TokenizerBundle(tokenizer, chat_template, bos, eos, tuple(eos_ids), pad_id, name)
 
 
 # ---- GGUF ----------------------------------------------------------------------------------
@@ -254,5 +239,8 @@ def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBund
         return tokens[tid]
 
     name = _QUANT_SUFFIX.sub("", Path(path).stem)
-    template = field(reader, "tokenizer.chat_template")
-    return _bundle(tokenizer, template, token("bos_token_id"), token("eos_token_id"), token("padding_token_id"), [], name, path)
+    bos, eos, pad = token("bos_token_id"), token("eos_token_id"), token("padding_token_id")
+    source = field(reader, "tokenizer.chat_template")
+    # Built here rather than by ChatTemplate.from_gguf, which would parse the file a second time.
+    template = None if source is None else ChatTemplate(source, bos_token=bos, eos_token=eos)
+    return _bundle(tokenizer, template, bos, eos, pad, [], name, path)

@@ -58,6 +58,7 @@ def test_config_matches_transformers(smollm2, hf_smollm2_model):
 def test_logits_match_transformers(smollm2, hf_smollm2_model, hf_smollm2_tokenizer):
     model, bundle = smollm2
     ids = chat_ids(hf_smollm2_tokenizer)
+    assert ids == bundle.encode_chat(MESSAGES)
     assert ids[0] == 1  # <|im_start|>, written by the template; no BOS added
     with torch.no_grad():
         ref = hf_smollm2_model(torch.tensor([ids])).logits.numpy()
@@ -78,3 +79,22 @@ def test_greedy_tokens_match_transformers(smollm2, hf_smollm2_model, hf_smollm2_
     ours = our_greedy(model, ids, NEW_TOKENS, bundle.eos_token_ids)
     assert len(ref) == NEW_TOKENS  # the prompt asks for a story: no early stop
     assert ours == ref, (bundle.decode(ours), bundle.decode(ref))
+
+
+def test_export_loads_in_transformers(smollm2, hf_smollm2_model, hf_smollm2_tokenizer, tmp_path):
+    import transformers
+
+    from ditto_jax.weights.hf import export_hf
+
+    model, bundle = smollm2
+    out = export_hf(model, bundle, tmp_path / "smollm2-hf")
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    ids = bundle.encode_chat(MESSAGES)
+    with torch.no_grad():
+        ours_in_torch = exported(torch.tensor([ids])).logits.numpy()
+        reference = hf_smollm2_model(torch.tensor([ids])).logits.numpy()
+    diff = np.abs(ours_in_torch - reference).max()
+    assert diff <= 1e-5, f"export vs transformers' own GGUF load: max abs logit diff {diff:.3g}"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    assert list(tokenizer.apply_chat_template(MESSAGES, tokenize=True, add_generation_prompt=True)["input_ids"]) == ids
+    assert exported.config.eos_token_id == 2 and exported.config.tie_word_embeddings

@@ -62,7 +62,7 @@ def test_special_tokens(bundle):
     assert bundle.encode("Hello")[0] != 1  # no BOS added
     assert bundle.decode(bundle.encode("<|im_start|>hi<|im_end|>")) == "hi"  # specials skipped by default
     assert bundle.name == "SmolLM2-135M-Instruct"
-    assert "<|im_start|>" in bundle.chat_template_source
+    assert "<|im_start|>" in bundle.chat_template.source
 
 
 def test_saved_tokenizer_loads_in_transformers(bundle, hf_smollm2_tokenizer, tmp_path):
@@ -70,7 +70,7 @@ def test_saved_tokenizer_loads_in_transformers(bundle, hf_smollm2_tokenizer, tmp
     again = load_tokenizer(tmp_path)
     assert again.sha256() == bundle.sha256()
     assert (again.eos_token, again.eos_token_ids, again.pad_token_id) == (bundle.eos_token, bundle.eos_token_ids, bundle.pad_token_id)
-    assert again.chat_template_source == bundle.chat_template_source
+    assert again.chat_template.source == bundle.chat_template.source
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert hf.eos_token == "<|im_end|>"
     for text in TEXTS.values():
@@ -79,3 +79,24 @@ def test_saved_tokenizer_loads_in_transformers(bundle, hf_smollm2_tokenizer, tmp
     assert hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == hf_smollm2_tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True
     )
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi there"}],
+    [{"role": "system", "content": "You are Ada Lovelace."}, {"role": "user", "content": "What is 2+2? 你好 😀"}],
+    [
+        {"role": "user", "content": "Tell me a joke."},
+        {"role": "assistant", "content": "Why did the chicken cross the road?"},
+        {"role": "user", "content": "  Why?\n\n"},
+    ],
+]
+
+
+@pytest.mark.parametrize("generation_prompt", [True, False])
+@pytest.mark.parametrize("index", range(len(CONVERSATIONS)))
+def test_encode_chat_matches_apply_chat_template(bundle, hf_smollm2_tokenizer, index, generation_prompt):
+    messages = CONVERSATIONS[index]
+    expected_text = hf_smollm2_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    assert bundle.render(messages, add_generation_prompt=generation_prompt) == expected_text
+    expected = hf_smollm2_tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt)
+    assert bundle.encode_chat(messages, add_generation_prompt=generation_prompt) == list(expected["input_ids"])

@@ -26,9 +26,13 @@ def test_folder_matches_transformers(shared_dir, tmp_path, folder):
     assert bundle.eos_token == eos == hf.eos_token
     assert bundle.eos_token_ids[0] == hf.eos_token_id
     assert bundle.tokenizer.token_to_id(end_of_turn) in bundle.eos_token_ids
-    assert bundle.chat_template_source == hf.chat_template
+    assert bundle.chat_template.source == hf.chat_template
     assert bundle.encode(TEXT) == hf(TEXT, add_special_tokens=False)["input_ids"]
     assert bundle.name == folder
+    # A fixed date keeps Llama 3's "Today Date" line reproducible; other templates ignore it.
+    messages = [{"role": "system", "content": "You are Alice."}, {"role": "user", "content": "Hi 你好"}]
+    expected = hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, date_string="26 Jul 2024")
+    assert bundle.encode_chat(messages, date_string="26 Jul 2024") == list(expected["input_ids"])
 
     bundle.save(tmp_path)
     saved = transformers.AutoTokenizer.from_pretrained(tmp_path)
@@ -40,7 +44,7 @@ def test_folder_matches_transformers(shared_dir, tmp_path, folder):
 def test_chat_template_jinja_file_wins(shared_dir, tmp_path):
     load_tokenizer(shared_dir / "tokenizers" / "qwen3").save(tmp_path)
     (tmp_path / "chat_template.jinja").write_text("{{ messages[0]['content'] }}", encoding="utf-8")
-    assert load_tokenizer(tmp_path).chat_template_source == "{{ messages[0]['content'] }}"
+    assert load_tokenizer(tmp_path).chat_template.source == "{{ messages[0]['content'] }}"
 
 
 def test_eos_not_in_vocabulary(shared_dir, tmp_path):

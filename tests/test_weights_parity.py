@@ -173,3 +173,12 @@ def test_gguf_import_matches_transformers(make_tiny_hf, tmp_path, case):
     assert cfg.tie_word_embeddings == overrides["tie_word_embeddings"]
     diff = np.abs(our_logits(model) - torch_logits(torch_model)).max()
     assert diff <= TOL, f"{case}: max abs logit diff {diff:.3g}"
+
+
+def test_bfloat16_load(make_tiny_hf):
+    torch_model, path = make_tiny_hf("qwen2", tie_word_embeddings=True)
+    _, model = load_hf_dir(path, dtype=jnp.bfloat16)
+    assert model.embed_vd[...].dtype == jnp.bfloat16 and model.layers.bq_lh[...].dtype == jnp.bfloat16
+    ref = torch_logits(torch_model)
+    diff = np.abs(our_logits(model) - ref).max()
+    assert diff <= 0.05 * np.abs(ref).max(), f"bfloat16 max abs logit diff {diff:.3g}"
