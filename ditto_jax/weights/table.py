@@ -92,6 +92,7 @@ TABLES: dict[str, tuple[Rule, ...]] = {"llama": LLAMA_FAMILY, "mistral": LLAMA_F
 IGNORED = (re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),)
 
 TIED_HEAD_KEY = "lm_head.weight"
+EMBED_KEY = "model.embed_tokens.weight"
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 _MAX_LISTED = 4  # problems named in the one-line error; the rest are counted
 
@@ -146,7 +147,7 @@ def fill_model(
     graphdef, state = nnx.split(abstract_model(cfg, dtype=dtype, param_dtype=param_dtype))
     targets = {path: sds for path, sds in _flatten(nnx.to_pure_dict(state))}
     buffers: dict[tuple[str, ...], np.ndarray] = {}
-    seen: set[str] = set()
+    seen: set[str] = set()  # placed, or rejected for shape/dtype (then not also "missing")
     tied_head: TensorEntry | None = None
 
     for key, entry in tensors.items():
@@ -167,6 +168,7 @@ def fill_model(
             problems.append(f"unexpected tensor {key} (num_hidden_layers is {target.shape[0]})")
             continue
         want = rule.transform.hf_shape(target.shape[1:] if rule.stacked else target.shape)
+        seen.add(key)
         if tuple(entry.shape) != want:
             problems.append(f"{key} has shape {list(entry.shape)}, expected {list(want)}")
             continue
@@ -181,30 +183,25 @@ def fill_model(
             buf[layer] = value
         else:
             buf[...] = value
-        seen.add(key)
 
     for rule in table:
         target = targets.get(rule.nnx_path)
         if target is None:
             continue
         for layer in range(target.shape[0]) if rule.stacked else (None,):
-            if rule.key(layer) not in seen and not _already_reported(problems, rule.key(layer)):
+            if rule.key(layer) not in seen:
                 problems.append(f"missing tensor {rule.key(layer)}")
 
     if tied_head is not None and not problems:
-        head = np.asarray(tied_head.load(), np.float32)
-        if head.shape != targets[("embed_vd",)].shape or not np.array_equal(head, buffers[("embed_vd",)].astype(np.float32)):
-            problems.append(f"{TIED_HEAD_KEY} differs from model.embed_tokens.weight but tie_word_embeddings is true")
+        # Compare the file's own tensors, before any cast to the parameter dtype.
+        head, embed = np.asarray(tied_head.load()), np.asarray(tensors[EMBED_KEY].load())
+        if head.shape != embed.shape or not np.array_equal(head.astype(np.float32), embed.astype(np.float32)):
+            problems.append(f"{TIED_HEAD_KEY} differs from {EMBED_KEY} but tie_word_embeddings is true")
     raise_problems(source, problems)
 
     filled = _unflatten({path: jnp.asarray(buf) for path, buf in buffers.items()})
     nnx.replace_by_pure_dict(state, filled)
     return nnx.merge(graphdef, state)
-
-
-def _already_reported(problems: list[str], key: str) -> bool:
-    # A tensor rejected for its shape or dtype is not also "missing".
-    return any(p.startswith(key + " has ") for p in problems)
 
 
 def hf_tensors(model: CausalLM, *, dtype=np.float32) -> dict[str, np.ndarray]:
