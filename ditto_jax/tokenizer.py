@@ -76,6 +76,8 @@ class TokenizerBundle:
         }
         if self.chat_template is not None:
             config["chat_template"] = self.chat_template.source
+        # transformers prefers a chat_template.jinja over the config's; never leave a stale one.
+        (out / "chat_template.jinja").unlink(missing_ok=True)
         (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     def sha256(self) -> str:
