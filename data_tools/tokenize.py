@@ -79,60 +79,26 @@ class TokenizerSource:
         return hashlib.sha256(self.chat_template.encode()).hexdigest()
 
     def encoder(self, template_vars: Mapping[str, Any]) -> ChatEncoder:
-        return ChatEncoder(
-            self.tokenizer_json,
-            self.chat_template,
-            self.bos_token,
-            self.eos_token,
-            json.dumps(dict(template_vars), ensure_ascii=False, sort_keys=True),
-        )
-
-
-def _token_text(value: Any) -> str | None:
-    # tokenizer_config.json writes special tokens as a string or an AddedToken dict.
-    if isinstance(value, dict):
-        return value.get("content")
-    return value
+        return ChatEncoder(self.tokenizer_json, self.chat_template, self.bos_token, self.eos_token, dict(template_vars))
 
 
 def load_tokenizer_source(ref: str | Path) -> TokenizerSource:
-    """Read a folder holding tokenizer.json and tokenizer_config.json (the
-    chat template may instead be in chat_template.jinja)."""
-    folder = Path(ref)
-    tok_file, cfg_file = folder / "tokenizer.json", folder / "tokenizer_config.json"
-    if not tok_file.is_file() or not cfg_file.is_file():
-        raise DittoError(f"--tokenizer {ref}: expected a folder with tokenizer.json and tokenizer_config.json")
-    try:
-        config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DittoError(f"{cfg_file}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    template = config.get("chat_template")
-    if isinstance(template, list):  # named templates: use the default one
-        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
-    jinja = folder / "chat_template.jinja"
-    if template is None and jinja.is_file():
-        template = jinja.read_text(encoding="utf-8")
-    if not isinstance(template, str):
-        raise DittoError(f"{cfg_file}: no chat_template")
+    """Resolve `--tokenizer REF`: any model reference (`smollm2`, a Hugging
+    Face folder, a .gguf file) or a folder holding only tokenizer files."""
+    from ditto_jax.tokenizer import load_tokenizer  # data_tools imports ditto_jax lazily
 
-    from tokenizers import Tokenizer
-
-    try:
-        tokenizer = Tokenizer.from_file(str(tok_file))
-    except Exception as exc:  # tokenizers raises bare Exception on bad files
-        raise DittoError(f"{tok_file}: does not load: {str(exc).splitlines()[0]}") from None
-    text = tokenizer.to_str()
-    bos, eos = _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
-    pad = _token_text(config.get("pad_token"))
-    pad_id = next((i for i in (tokenizer.token_to_id(t) for t in (pad, eos) if t) if i is not None), 0)
+    bundle = load_tokenizer(ref)
+    template = bundle.chat_template
+    if template is None:
+        raise DittoError(f"--tokenizer {ref}: {bundle.name} has no chat template")
     return TokenizerSource(
-        name=folder.resolve().name,
-        tokenizer_json=text,
-        chat_template=template,
-        bos_token=bos,
-        eos_token=eos,
-        pad_token_id=pad_id,
-        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        name=bundle.name,
+        tokenizer_json=bundle.tokenizer.to_str(),
+        chat_template=template.source,
+        bos_token=template.bos_token,
+        eos_token=template.eos_token,
+        pad_token_id=bundle.pad_token_id,
+        sha256=bundle.sha256(),
     )
 
 
@@ -317,7 +283,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--in", dest="input", required=True, metavar="FILE", help="clean.parquet (the dialogues contract)")
-    p.add_argument("--tokenizer", required=True, metavar="REF", help="a folder with tokenizer.json and tokenizer_config.json")
+    p.add_argument(
+        "--tokenizer",
+        required=True,
+        metavar="REF",
+        help="a model reference (smollm2, a Hugging Face folder, a .gguf file) or a folder with tokenizer.json and tokenizer_config.json",
+    )
     p.add_argument("--seq-len", type=int, required=True, metavar="N", help="tokens per packed row")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced atomically)")
     p.add_argument(

@@ -21,14 +21,25 @@ from data_tools.tokenize import load_tokenizer_source
 N_SESSIONS = 40
 
 
+NAMES = ("smollm2", *TOKENIZER_FOLDERS)
+
+
 @functools.cache
 def setup(name: str):
-    """(source, transformers tokenizer, encoder) for one tokenizer folder."""
+    """(source, transformers tokenizer, encoder) for `smollm2` (the tokenizer
+    built from its GGUF) or one folder of ../shared/tokenizers."""
     from transformers import AutoTokenizer
 
-    folder = SHARED_TOKENIZERS / name
-    source = load_tokenizer_source(folder)
-    hf = AutoTokenizer.from_pretrained(str(folder))
+    if name == "smollm2":
+        source = load_tokenizer_source("smollm2")
+        from ditto_jax.loader import resolve_model_ref
+
+        gguf = resolve_model_ref("smollm2").path
+        hf = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    else:
+        folder = SHARED_TOKENIZERS / name
+        source = load_tokenizer_source(folder)
+        hf = AutoTokenizer.from_pretrained(str(folder))
     return source, hf, source.encoder(TEMPLATE_VARS)
 
 
@@ -67,7 +78,7 @@ def reference_mask(hf, msgs: list[dict]) -> list[int] | None:
     return mask
 
 
-@pytest.mark.parametrize("name", TOKENIZER_FOLDERS)
+@pytest.mark.parametrize("name", NAMES)
 def test_ids_match_transformers(name):
     source, hf, encoder = setup(name)
     sessions = make_sessions(N_SESSIONS, seed=1)
@@ -82,7 +93,7 @@ def test_ids_match_transformers(name):
         assert got == want, s["session_id"]
 
 
-@pytest.mark.parametrize("name", TOKENIZER_FOLDERS)
+@pytest.mark.parametrize("name", NAMES)
 def test_masks_match_prefix_render_reference(name):
     source, hf, encoder = setup(name)
     sessions = make_sessions(N_SESSIONS, seed=2)
@@ -127,7 +138,7 @@ def check_runs_are_contents(hf, encoder, msgs, ids, mask):
         assert lead == ("<think>\n\n</think>\n\n" if i == len(contents) - 1 else ""), lead
 
 
-@pytest.mark.parametrize("name", TOKENIZER_FOLDERS)
+@pytest.mark.parametrize("name", NAMES)
 def test_special_token_text_in_content_is_plain_text(name):
     source, hf, encoder = setup(name)
     specials = special_texts(hf)

@@ -5,22 +5,111 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3_arrow::input::AnyRecordBatch;
 use pyo3_arrow::PyRecordBatch;
+use serde_json::{Map, Value as Json};
 
 use crate::normalize;
 use crate::sft::{self, ChatEncoder, Overlong, PackConfig, Packer, Session};
+use crate::template::{ChatTemplate, TemplateError};
 
 // The one project error type, shared by data_tools and ditto_jax because both
 // import this neutral module. CLIs print its message as a single line.
 pyo3::create_exception!(ditto_native, DittoError, pyo3::exceptions::PyValueError);
 
-fn ditto_err(e: impl std::fmt::Display) -> PyErr {
-    DittoError::new_err(e.to_string())
-}
-
+/// Dedupe key: NFKC, case fold, punctuation/whitespace folding (CJK-aware).
 #[pyfunction]
 #[pyo3(name = "normalize_text")]
 fn py_normalize_text(py: Python<'_>, text: &str) -> String {
     py.detach(|| normalize::normalize(text))
+}
+
+fn ditto_err(e: impl std::fmt::Display) -> PyErr {
+    DittoError::new_err(e.to_string())
+}
+
+fn template_err(e: TemplateError) -> PyErr {
+    DittoError::new_err(e.to_string())
+}
+
+/// Python lists of dicts / dicts of JSON-like values to serde_json.
+fn to_messages(messages: &Bound<'_, PyAny>) -> PyResult<Vec<Json>> {
+    pythonize::depythonize(messages).map_err(|e| {
+        DittoError::new_err(format!(
+            "chat template input: messages must be a list of JSON-like dicts: {e}"
+        ))
+    })
+}
+
+fn to_extra(extra_vars: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Json>> {
+    match extra_vars {
+        None => Ok(Map::new()),
+        Some(obj) => pythonize::depythonize(obj).map_err(|e| {
+            DittoError::new_err(format!(
+                "chat template input: extra_vars must be a dict of JSON-like values: {e}"
+            ))
+        }),
+    }
+}
+
+/// A compiled chat template (`ChatTemplate(source, bos_token=None, eos_token=None)`).
+#[pyclass(name = "ChatTemplate", module = "ditto_native", frozen)]
+struct PyChatTemplate {
+    inner: ChatTemplate,
+}
+
+#[pymethods]
+impl PyChatTemplate {
+    #[new]
+    #[pyo3(signature = (source, bos_token=None, eos_token=None))]
+    fn new(
+        py: Python<'_>,
+        source: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> PyResult<Self> {
+        let inner = py
+            .detach(|| ChatTemplate::new(source, bos_token, eos_token))
+            .map_err(template_err)?;
+        Ok(Self { inner })
+    }
+
+    #[pyo3(signature = (messages, add_generation_prompt=false, extra_vars=None))]
+    fn render(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyAny>,
+        add_generation_prompt: bool,
+        extra_vars: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let (messages, extra) = (to_messages(messages)?, to_extra(extra_vars)?);
+        py.detach(|| self.inner.render(&messages, add_generation_prompt, &extra))
+            .map_err(template_err)
+    }
+}
+
+/// Compile `template` and render `messages` once; see `ChatTemplate` to reuse.
+#[pyfunction]
+#[pyo3(
+    name = "render_chat_template",
+    signature = (template, messages, *, add_generation_prompt=false, bos_token=None, eos_token=None, extra_vars=None)
+)]
+fn py_render_chat_template(
+    py: Python<'_>,
+    template: &str,
+    messages: &Bound<'_, PyAny>,
+    add_generation_prompt: bool,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+    extra_vars: Option<&Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    let (messages, extra) = (to_messages(messages)?, to_extra(extra_vars)?);
+    py.detach(|| {
+        ChatTemplate::new(template, bos_token, eos_token)?.render(
+            &messages,
+            add_generation_prompt,
+            &extra,
+        )
+    })
+    .map_err(template_err)
 }
 
 /// Render -> tokenize -> assistant-only mask for one tokenizer and template;
@@ -46,17 +135,16 @@ fn parse_sessions(batches: &[arrow_array::RecordBatch]) -> Result<Vec<Session<'_
 #[pymethods]
 impl PyChatEncoder {
     #[new]
-    #[pyo3(signature = (tokenizer_json, chat_template, bos_token=None, eos_token=None, template_vars_json="{}"))]
+    #[pyo3(signature = (tokenizer_json, chat_template, bos_token=None, eos_token=None, template_vars=None))]
     fn new(
         py: Python<'_>,
         tokenizer_json: &str,
         chat_template: &str,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
-        template_vars_json: &str,
+        template_vars: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let extra: serde_json::Map<String, serde_json::Value> = serde_json::from_str(template_vars_json)
-            .map_err(|e| PyValueError::new_err(format!("template_vars_json is not a JSON object: {e}")))?;
+        let extra = to_extra(template_vars)?;
         let inner = py
             .detach(|| ChatEncoder::new(tokenizer_json, chat_template, bos_token, eos_token, extra))
             .map_err(ditto_err)?;
@@ -170,6 +258,8 @@ fn ditto_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DittoError", m.py().get_type::<DittoError>())?;
     m.add_function(wrap_pyfunction!(py_normalize_text, m)?)?;
+    m.add_function(wrap_pyfunction!(py_render_chat_template, m)?)?;
+    m.add_class::<PyChatTemplate>()?;
     m.add_class::<PyChatEncoder>()?;
     m.add_class::<PySftPacker>()?;
     m.add_function(wrap_pyfunction!(py_is_heldout, m)?)?;
