@@ -340,6 +340,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn first_only_prepend_schemes_become_never() {
+        let mut tree = serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split"}, {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}]});
+        assert!(never_prepend(&mut tree));
+        assert_eq!(tree["pretokenizers"][1]["prepend_scheme"], "never");
+        assert!(!never_prepend(&mut serde_json::json!({"type": "Metaspace", "prepend_scheme": "always"})));
+        assert!(!never_prepend(&mut serde_json::json!(null)));
+    }
+
+    #[test]
     fn bad_json_is_a_load_error() {
         let err = TextTokenizer::from_json("{not json").err().unwrap();
         assert!(matches!(err, TokenizeError::Load(_)), "{err}");
