@@ -14,6 +14,14 @@ Arrow chunks to Rust with a progress bar, and writes the shard contract
 
 `loss_mask[t] == 1` when `input_ids[t]` is an assistant token: the trainer
 scores the prediction of token t from the tokens before it in its segment.
+The mask covers each assistant turn from the end of its role header through
+its end-of-turn token (content, and whatever the template writes inside the
+turn, such as Qwen3's think block). The separator the template writes after
+the end-of-turn token (ChatML's "\n") is not in the mask: generation stops at
+the end-of-turn token, so the model never has to produce it. Literal
+special-token text inside content (`<|im_end|>`) is tokenized as plain text.
+A system message the template drops (Mistral v0.3) is folded into the first
+user message; the manifest records `system_policy`.
 
     ditto-data tokenize --in clean.parquet --tokenizer smollm2 --seq-len 2048 --out shards/
 """

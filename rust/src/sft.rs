@@ -191,11 +191,11 @@ impl ChatEncoder {
             let mut cursor = 0;
             for (s, e) in found {
                 let sentinel = loop {
-                    let c = char::from_u32(next).filter(|c| !taken.contains(c));
-                    next += 1;
-                    if next > SENTINEL_LAST + 1 {
+                    if next > SENTINEL_LAST {
                         return Err(DropReason::TokenizerError);
                     }
+                    let c = char::from_u32(next).filter(|c| !taken.contains(c));
+                    next += 1;
                     if let Some(c) = c {
                         break c;
                     }
@@ -236,7 +236,7 @@ impl ChatEncoder {
 }
 
 fn is_sentinel_range(c: char) -> bool {
-    (SENTINEL_FIRST..=SENTINEL_LAST + 1).contains(&u32::from(c))
+    (SENTINEL_FIRST..=SENTINEL_LAST).contains(&u32::from(c))
 }
 
 /// What to do with a conversation longer than a row.
@@ -374,8 +374,10 @@ fn pack_split(chats: &[EncodedChat], cfg: &PackConfig) -> SplitRows {
 
 // ---- Arrow in and out -------------------------------------------------
 
-/// Text columns come as `string`, `large_string` or `string_view`.
+/// Text columns come as `string`, `large_string` or `string_view` (or
+/// `null` when a writer saw no values at all).
 enum Strs<'a> {
+    Null,
     Small(&'a arrow_array::StringArray),
     Large(&'a arrow_array::LargeStringArray),
     View(&'a arrow_array::StringViewArray),
@@ -383,7 +385,9 @@ enum Strs<'a> {
 
 impl<'a> Strs<'a> {
     fn of(array: &'a dyn Array, name: &str) -> Result<Self, SftError> {
-        if let Some(a) = array.as_string_opt::<i32>() {
+        if *array.data_type() == DataType::Null {
+            Ok(Self::Null)
+        } else if let Some(a) = array.as_string_opt::<i32>() {
             Ok(Self::Small(a))
         } else if let Some(a) = array.as_string_opt::<i64>() {
             Ok(Self::Large(a))
@@ -396,6 +400,7 @@ impl<'a> Strs<'a> {
 
     fn get(&self, i: usize) -> Option<&'a str> {
         match self {
+            Self::Null => None,
             Self::Small(a) => a.is_valid(i).then(|| a.value(i)),
             Self::Large(a) => a.is_valid(i).then(|| a.value(i)),
             Self::View(a) => a.is_valid(i).then(|| a.value(i)),
@@ -658,5 +663,42 @@ mod tests {
             let segs = split.rows.segment_ids.iter().filter(|&&s| s > 0).count();
             assert_eq!(segs, split.real_tokens);
         }
+    }
+
+    #[test]
+    fn sessions_from_arrow_batches() {
+        use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
+        use arrow_array::{NullArray, StringArray};
+        let fields = vec![Field::new("role", DataType::Utf8, true), Field::new("content", DataType::Utf8, true)];
+        let mut list = ListBuilder::new(StructBuilder::from_fields(fields, 2));
+        for (role, content) in [("user", "Hi"), ("assistant", "Hello")] {
+            let s = list.values();
+            s.field_builder::<StringBuilder>(0).unwrap().append_value(role);
+            s.field_builder::<StringBuilder>(1).unwrap().append_value(content);
+            s.append(true);
+        }
+        list.append(true);
+        list.append(false);
+        let messages: ArrayRef = Arc::new(list.finish());
+        let ids: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
+        let system: ArrayRef = Arc::new(NullArray::new(2));
+        let batch = RecordBatch::try_from_iter([("session_id", ids.clone()), ("system", system), ("messages", messages)]).unwrap();
+        let sessions = sessions_from_batch(&batch).unwrap();
+        assert_eq!(sessions[0], Session { session_id: Some("a"), system: None, messages: vec![(Some("user"), Some("Hi")), (Some("assistant"), Some("Hello"))] });
+        assert_eq!(sessions[1], Session { session_id: None, system: None, messages: vec![] });
+
+        let bad = RecordBatch::try_from_iter([("session_id", ids.clone()), ("system", ids), ("messages", Arc::new(NullArray::new(2)) as ArrayRef)]).unwrap();
+        let err = sessions_from_batch(&bad).err().unwrap().to_string();
+        assert!(err.contains("\"messages\" must be a list"), "{err}");
+    }
+
+    #[test]
+    fn rows_become_fixed_size_list_columns() {
+        let rows = PackedRows { seq_len: 2, input_ids: vec![1, 2, 3, 0], loss_mask: vec![0, 1, 1, 0], segment_ids: vec![1, 1, 1, 0], positions: vec![0, 1, 0, 0] };
+        let batch = rows_to_batch(&rows).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.schema().as_ref(), &shard_schema(2));
+        let ids = batch.column(0).as_fixed_size_list().values().as_primitive::<arrow_array::types::Int32Type>().values().to_vec();
+        assert_eq!(ids, vec![1, 2, 3, 0]);
     }
 }
