@@ -170,8 +170,10 @@ def format_summary(stats: dict[str, Any], indent: int = 0) -> str:
     pad = "  " * indent
     lines = []
     for key, value in stats.items():
-        if isinstance(value, dict):
-            if value and all(not isinstance(v, dict) for v in value.values()) and len(value) <= 8:
+        if isinstance(value, dict) and not value:
+            lines.append(f"{pad}{key}: none")
+        elif isinstance(value, dict):
+            if all(not isinstance(v, dict) for v in value.values()) and len(value) <= 8:
                 inner = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
                 lines.append(f"{pad}{key}: {inner}")
             else:
