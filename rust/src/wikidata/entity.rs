@@ -248,23 +248,70 @@ pub fn parse(line: &str, wanted: &Wanted, depth: Depth) -> Result<ParsedEntity, 
 }
 
 /// The id, type and labels of an entity line, by the fast path when the line
-/// has the dump's layout, else by the parser (see `fast_labels`).
+/// has the dump's layout, else by the parser (see `fast_scan`).
 pub fn parse_labels(line: &str, wanted: &Wanted) -> Result<ParsedEntity, serde_json::Error> {
-    match fast_labels(line.as_bytes(), wanted) {
-        Some(e) => Ok(e),
+    let mut e = ParsedEntity::default();
+    let fast = fast_scan(line.as_bytes(), wanted, &mut |i, quoted| {
+        // The value as written (a JSON string literal), decoded only if escaped.
+        let body = &quoted[1..quoted.len() - 1];
+        let text = match std::str::from_utf8(body) {
+            Ok(t) if !body.contains(&b'\\') => Some(t.to_owned()),
+            _ => serde_json::from_slice::<String>(quoted).ok(),
+        };
+        e.labels.extend(text.map(|t| (i, t)));
+    });
+    match fast {
+        Some((id, kind)) => {
+            e.id = id.to_owned();
+            e.kind = kind;
+            Ok(e)
+        }
         None => parse(line, wanted, Depth::Labels),
     }
 }
 
+/// The label-store record of an entity line (see `labelstore`), written to
+/// `out` straight from the line's bytes when it has the dump's layout; `None`
+/// (with `out` untouched) otherwise.
+pub fn fast_record(line: &[u8], wanted: &Wanted, out: &mut Vec<u8>) -> Option<()> {
+    let mark = out.len();
+    let mut labels: Vec<u8> = Vec::new();
+    let found = fast_scan(line, wanted, &mut |i, quoted| {
+        labels.push(if labels.is_empty() { b'[' } else { b',' });
+        labels.push(b'[');
+        if i >= 100 {
+            labels.push(b'0' + i / 100);
+        }
+        if i >= 10 {
+            labels.push(b'0' + i / 10 % 10);
+        }
+        labels.push(b'0' + i % 10);
+        labels.push(b',');
+        // Already a JSON string literal: copied as it is, escapes and all.
+        labels.extend_from_slice(quoted);
+        labels.push(b']');
+    });
+    let (id, _) = found?;
+    if !labels.is_empty() {
+        out.truncate(mark);
+        out.extend_from_slice(b"[\"");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(&labels);
+        out.extend_from_slice(b"]]\n");
+    }
+    Some(())
+}
+
 /// Perf notes: most lines are read only for their labels, and the JSON
 /// tokenizer spent most of that time stepping over the hundred languages no
-/// one asked for. Dump lines all start the same way,
+/// one asked for (and allocating the rest). Dump lines all start the same way,
 /// `{"type":"item","id":"Q31","labels":{"en":{"language":"en","value":"…"},…}`,
 /// so this reads that layout directly, jumping over unwanted values with a
-/// byte search. Anything else (another key order, whitespace, an escaped key)
-/// returns `None`, and the caller falls back to the parser, which also
-/// decodes escaped values.
-fn fast_labels(b: &[u8], wanted: &Wanted) -> Option<ParsedEntity> {
+/// byte search and handing each wanted value to `on_label` as the JSON string
+/// literal it is in the line. Anything else (another key order, whitespace, an
+/// escaped key) returns `None`, and callers fall back to the parser.
+fn fast_scan<'a>(b: &'a [u8], wanted: &Wanted, on_label: &mut dyn FnMut(u8, &'a [u8])) -> Option<(&'a str, Kind)> {
     struct Cur<'a> {
         b: &'a [u8],
         i: usize,
@@ -283,24 +330,22 @@ fn fast_labels(b: &[u8], wanted: &Wanted) -> Option<ParsedEntity> {
             self.i += end + 1;
             std::str::from_utf8(&rest[..end]).ok()
         }
-        /// Skips a string body after its opening quote; returns its raw bytes.
-        fn skip_str(&mut self) -> Option<&'a [u8]> {
-            let start = self.i;
+        /// Skips a string body after its opening quote.
+        fn skip_str(&mut self) -> Option<()> {
             loop {
                 let at = self.i + memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
                 if self.b[at] == b'\\' {
                     self.i = at + 2;
                 } else {
                     self.i = at + 1;
-                    return Some(&self.b[start..at]);
+                    return Some(());
                 }
             }
         }
     }
     let mut c = Cur { b, i: 0 };
     c.eat(b"{")?;
-    let mut e = ParsedEntity::default();
-    let mut has_type = false;
+    let (mut id, mut kind) = (None, None);
     // Top-level keys before "labels": plain string values only.
     loop {
         c.eat(b"\"")?;
@@ -312,25 +357,20 @@ fn fast_labels(b: &[u8], wanted: &Wanted) -> Option<ParsedEntity> {
         c.eat(b"\"")?;
         let value = c.plain_str()?;
         match key {
-            "type" => {
-                e.kind = Kind::of(value);
-                has_type = true;
-            }
-            "id" => e.id = value.to_owned(),
+            "type" => kind = Some(Kind::of(value)),
+            "id" => id = Some(value),
             "datatype" => {}
             _ => return None,
         }
         c.eat(b",")?;
     }
-    if e.id.is_empty() || !has_type {
-        return None;
-    }
+    let found = (id.filter(|i| !i.is_empty())?, kind?);
     if c.eat(b"[]").is_some() {
-        return Some(e);
+        return Some(found);
     }
     c.eat(b"{")?;
     if c.eat(b"}").is_some() {
-        return Some(e);
+        return Some(found);
     }
     loop {
         c.eat(b"\"")?;
@@ -339,17 +379,13 @@ fn fast_labels(b: &[u8], wanted: &Wanted) -> Option<ParsedEntity> {
         c.skip_str()?;
         c.eat(b",\"value\":\"")?;
         let start = c.i - 1;
-        let raw = c.skip_str()?;
+        c.skip_str()?;
         if let Some(&i) = wanted.langs.get(lang) {
-            let text = match std::str::from_utf8(raw).ok()? {
-                t if !raw.contains(&b'\\') => t.to_owned(),
-                _ => serde_json::from_slice::<String>(&b[start..c.i]).ok()?,
-            };
-            e.labels.push((i, text));
+            on_label(i, &b[start..c.i]);
         }
         c.eat(b"}")?;
         if c.eat(b"}").is_some() {
-            return Some(e);
+            return Some(found);
         }
         c.eat(b",")?;
     }
@@ -635,7 +671,7 @@ mod tests {
     }
 
     #[test]
-    fn fast_labels_agree_with_the_parser() {
+    fn fast_path_agrees_with_the_parser() {
         let w = wanted();
         let lines = [
             r#"{"type":"item","id":"Q1","labels":{"fr":{"language":"fr","value":"Un"},"en":{"language":"en","value":"One"},"zh":{"language":"zh","value":"\u4e00 \"q\" \\ end"}},"claims":{}}"#,
@@ -645,11 +681,21 @@ mod tests {
             r#"{"type":"item","id":"Q4","labels":{"mul":{"language":"mul","value":"Douglas Adams"},"en-gb":{"language":"en-gb","value":"x\\"}}}"#,
         ];
         for line in lines {
-            let fast = fast_labels(line.as_bytes(), &w).unwrap_or_else(|| panic!("fast path declined {line}"));
+            assert!(fast_scan(line.as_bytes(), &w, &mut |_, _| {}).is_some(), "fast path declined {line}");
+            let fast = parse_labels(line, &w).unwrap();
             let slow = parse(line, &w, Depth::Labels).unwrap();
-            assert_eq!((fast.id, fast.kind, fast.labels), (slow.id, slow.kind, slow.labels), "{line}");
+            assert_eq!((&fast.id, fast.kind, &fast.labels), (&slow.id, slow.kind, &slow.labels), "{line}");
+            // The raw record reads back as the same labels.
+            let mut rec = Vec::new();
+            fast_record(line.as_bytes(), &w, &mut rec).unwrap();
+            if slow.labels.is_empty() {
+                assert!(rec.is_empty());
+            } else {
+                let (id, labels): (String, Vec<LangText>) = serde_json::from_slice(&rec).unwrap();
+                assert_eq!((id, labels), (slow.id, slow.labels), "{line}");
+            }
         }
-        assert_eq!(fast_labels(lines[0].as_bytes(), &w).unwrap().labels[1].1, "一 \"q\" \\ end");
+        assert_eq!(parse_labels(lines[0], &w).unwrap().labels[1].1, "一 \"q\" \\ end");
         // Other layouts go to the parser.
         for line in [
             r#"{"id":"Q1","sitelinks":{},"type":"item","labels":{}}"#,
@@ -657,11 +703,11 @@ mod tests {
             r#"{"pageid":1,"type":"item","id":"Q1","labels":{}}"#,
             r#"{"type":"item","id":"Q1","labels":{"en":{"value":"One","language":"en"}}}"#,
         ] {
-            assert!(fast_labels(line.as_bytes(), &w).is_none(), "{line}");
+            assert!(fast_scan(line.as_bytes(), &w, &mut |_, _| {}).is_none(), "{line}");
         }
         // A cut line is not accepted by either.
         let cut = &lines[0][..60];
-        assert!(fast_labels(cut.as_bytes(), &w).is_none() && parse(cut, &w, Depth::Labels).is_err());
+        assert!(fast_scan(cut.as_bytes(), &w, &mut |_, _| {}).is_none() && parse(cut, &w, Depth::Labels).is_err());
     }
 
     #[test]

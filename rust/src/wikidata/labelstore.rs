@@ -19,6 +19,15 @@ use std::path::{Path, PathBuf};
 
 use super::entity::LangText;
 
+/// Appends the store record of `id` to `out` (nothing when it has no labels).
+pub fn write_record(id: &str, labels: &[LangText], out: &mut Vec<u8>) {
+    if labels.is_empty() {
+        return;
+    }
+    serde_json::to_writer(&mut *out, &(id, labels)).expect("labels serialize");
+    out.push(b'\n');
+}
+
 pub struct LabelStore {
     path: PathBuf,
     file: File,
@@ -46,12 +55,14 @@ impl LabelStore {
         Ok(store)
     }
 
+    #[cfg(test)]
     pub fn add(&mut self, id: &str, labels: &[LangText]) {
-        if labels.is_empty() {
-            return;
-        }
-        serde_json::to_writer(&mut self.pending, &(id, labels)).expect("labels serialize");
-        self.pending.push(b'\n');
+        write_record(id, labels, &mut self.pending);
+    }
+
+    /// Adds records already written by `write_record` or `entity::fast_record`.
+    pub fn add_records(&mut self, records: &[u8]) {
+        self.pending.extend_from_slice(records);
     }
 
     /// Writes what was added since the last flush; returns the store's length.

@@ -389,13 +389,13 @@ impl Runner<'_> {
                     Outcome::Close => st.saw_close = true,
                     Outcome::InvalidUtf8 => st.stats.invalid_utf8.add(no),
                     Outcome::Malformed => st.stats.malformed.add(no),
-                    Outcome::Labels(id, labels) => {
+                    Outcome::Labels(record) => {
                         st.stats.entities += 1;
-                        self.labels.add(&id, &labels);
+                        self.labels.add_records(&record);
                     }
-                    Outcome::Candidate(c, id, labels) => {
+                    Outcome::Candidate(c, id, record) => {
                         st.stats.entities += 1;
-                        self.labels.add(&id, &labels);
+                        self.labels.add_records(&record);
                         if st.offer(*c, no, &s.langs, self.cfg.keep_top) {
                             if let Some(j) = self.journal.as_mut() {
                                 j.offered(&st.candidates[&id], no);

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use memchr::memmem::Finder;
 
 use super::entity::{self, Depth, LangText, ParsedEntity, Wanted};
+use super::labelstore::write_record;
 use super::langs::Langs;
 use super::values::RawValue;
 
@@ -222,10 +223,10 @@ pub enum Outcome {
     Close,
     InvalidUtf8,
     Malformed,
-    /// An entity that is not a character, and its labels.
-    Labels(String, Vec<LangText>),
-    /// A selected entity and its own labels.
-    Candidate(Box<Candidate>, String, Vec<LangText>),
+    /// An entity that is not a character: its label-store record (may be empty).
+    Labels(Vec<u8>),
+    /// A selected entity, its id and its label-store record.
+    Candidate(Box<Candidate>, String, Vec<u8>),
 }
 
 /// The text of a line without surrounding whitespace and the dump's trailing comma.
@@ -260,17 +261,21 @@ pub fn select_line(
     if !(line.starts_with(b"{") && line.ends_with(b"}")) {
         return Outcome::Malformed;
     }
+    let mut record = Vec::new();
+    if !prefilter.may_match(line) && entity::fast_record(line, wanted, &mut record).is_some() {
+        return Outcome::Labels(record);
+    }
     let parsed = if prefilter.may_match(line) { entity::parse(text, wanted, Depth::Full) } else { entity::parse_labels(text, wanted) };
     let Ok(e) = parsed else {
         return Outcome::Malformed;
     };
+    write_record(&e.id, &e.labels, &mut record);
     match classify(&e, classes) {
         Some(category) => {
             let id = e.id.clone();
-            let labels = e.labels.clone();
-            Outcome::Candidate(Box::new(candidate(e, category, langs, properties)), id, labels)
+            Outcome::Candidate(Box::new(candidate(e, category, langs, properties)), id, record)
         }
-        None => Outcome::Labels(e.id, e.labels),
+        None => Outcome::Labels(record),
     }
 }
 
