@@ -8,7 +8,7 @@ from __future__ import annotations
 from .build import characters_from_dump, characters_from_sample
 from .cli import register
 from .config import DEFAULT_CLASSES, DEFAULT_PROPERTIES, CharactersConfig
-from .dump import DumpScan, format_report, scan_dump
+from .dump import DumpScan, format_report, remove_checkpoint, scan_dump
 from .profiles import attach_profiles, load_wikipedia, render_facts, truncate_at_sentence
 from .rank import top_per_category
 from .sample import load_sample
@@ -27,6 +27,7 @@ __all__ = [
     "load_sample",
     "load_wikipedia",
     "register",
+    "remove_checkpoint",
     "render_facts",
     "scan_dump",
     "top_per_category",

@@ -23,9 +23,12 @@ Q15632617 fictional human; fictional wins), ranked by sitelinks; the top N per
 the row's language. A profile is the character's Wikipedia article, or its
 facts as text, cut at a sentence end.
 
-A dump scan saves a checkpoint (OUT.scan-checkpoint) after every chunk; run the
-same command again after a crash to resume. Bad lines are counted and reported
-with their line numbers; the rest is kept."""
+A dump scan saves a checkpoint (OUT.scan-checkpoint, with .journal and .labels
+beside it) after every chunk; run the same command again after a crash to
+resume, and the files are removed once OUT is written. The .labels file holds
+every entity's labels in the requested languages (a few GB for the full
+dump), so claim values can be named wherever the entity is in the file.
+Bad lines are counted and reported with their line numbers; the rest is kept."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="classes and their categories, first match wins (default: "
         + ",".join(f"{q}={c}" for q, c in DEFAULT_CLASSES) + ")",
     )
-    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint path (default: OUT.scan-checkpoint)")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint path; .journal and .labels files go beside it (default: OUT.scan-checkpoint)")
     p.add_argument("--chunk-bytes", type=int, default=16 << 20, metavar="N", help="decompressed bytes per scan chunk, the checkpoint unit (default: 16 MiB)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
