@@ -3,7 +3,11 @@
 Used to measure dedupe (tests and bench/dedupe.py): every cluster is a base
 text plus variants made by the edits simulators produce when they repeat
 themselves: character typos, swapped words, reordered sentences and added
-filler. Texts of different clusters share no more than chance words.
+filler. Texts of different clusters are unrelated, except that a share of
+them open with one of a few stock sentences, as simulated answers do ("It is
+a pleasure to share my thoughts with you."): such texts overlap a little
+(Jaccard about 0.1) without being duplicates, which is what LSH candidates
+get wrong and exact verification gets right.
 """
 from __future__ import annotations
 
@@ -60,21 +64,32 @@ def _variant(rng: random.Random, base: list[list[str]], zh: bool) -> list[list[s
 
 
 def near_duplicate_corpus(
-    n_texts: int, *, seed: int = 0, duplicate_fraction: float = 0.5, max_cluster: int = 5, zh_fraction: float = 0.2
+    n_texts: int,
+    *,
+    seed: int = 0,
+    duplicate_fraction: float = 0.5,
+    max_cluster: int = 5,
+    zh_fraction: float = 0.2,
+    boilerplate_fraction: float = 0.2,
 ) -> tuple[list[str], list[int]]:
     """`n_texts` texts in shuffled order and the true cluster id of each.
 
     About `duplicate_fraction` of the texts belong to clusters of 2 to
     `max_cluster` members (a base and its variants); the rest are singletons.
+    About `boilerplate_fraction` of the clusters open with one of 50 stock
+    sentences of their language.
     """
     rng = random.Random(seed)
     vocab = _vocabulary(rng, 5000)
+    stock = {zh: [_base_text(rng, vocab, zh)[0] for _ in range(50)] for zh in (False, True)}
     texts: list[str] = []
     labels: list[int] = []
     cluster = 0
     while len(texts) < n_texts:
         zh = rng.random() < zh_fraction
         base = _base_text(rng, vocab, zh)
+        if rng.random() < boilerplate_fraction:
+            base.insert(0, list(rng.choice(stock[zh])))
         size = rng.randint(2, max_cluster) if rng.random() < duplicate_fraction else 1
         size = min(size, n_texts - len(texts))
         texts.append(_render(base, zh))

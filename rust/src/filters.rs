@@ -307,7 +307,9 @@ pub fn contains_phrase(hay: &str, phrase: &str) -> bool {
         let after = hay[i + phrase.len()..].chars().next();
         let starts_word = phrase.chars().next().is_some_and(is_word_char);
         let ends_word = phrase.chars().next_back().is_some_and(is_word_char);
-        !(starts_word && before.is_some_and(is_word_char)) && !(ends_word && after.is_some_and(is_word_char))
+        let glued_before = starts_word && before.is_some_and(is_word_char);
+        let glued_after = ends_word && after.is_some_and(is_word_char);
+        !(glued_before || glued_after)
     })
 }
 
