@@ -209,6 +209,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
         (lambda df: df.with_columns(pl.lit(3).alias("system")), "column 'system' has type Int32, expected String"),
         (lambda df: df.with_columns(pl.col("rejection_labels").cast(pl.List(pl.String))), "column 'rejection_labels' has type"),
         (lambda df: df.with_columns(pl.col("finish_reasons").list.head(1)), "row 0 (session_id 's'): column 'finish_reasons' needs one entry per turn"),
+        (lambda df: df.with_columns(pl.col("rejection_labels").cast(pl.List(pl.Int64)).list.eval(pl.element() + 300)), "column 'rejection_labels' does not fit"),
     ],
 )
 def test_bad_input_is_one_line_naming_file_and_column(tmp_path, mutate, message):

@@ -62,10 +62,15 @@ def conform(df: pl.DataFrame, source: str) -> pl.DataFrame:
             raise DittoError(f"{source}: missing column {name!r}")
         if not _compatible(df.schema[name], expected):
             raise DittoError(f"{source}: column {name!r} has type {df.schema[name]}, expected {expected}")
-    return df.with_columns(
-        pl.col("messages").list.eval(pl.struct(pl.element().struct.field("role"), pl.element().struct.field("content"))),
-        *[pl.col(n).cast(t) for n, t in DIALOGUES_SCHEMA.items() if n != "messages"],
-    )
+    casts = [pl.col("messages").list.eval(pl.struct(pl.element().struct.field("role"), pl.element().struct.field("content")))]
+    casts += [pl.col(n).cast(t) for n, t in DIALOGUES_SCHEMA.items() if n != "messages"]
+    for expr in casts:
+        name = expr.meta.output_name()
+        try:
+            df = df.with_columns(expr)
+        except pl.exceptions.PolarsError as exc:  # e.g. a label of 300 does not fit int8
+            raise DittoError(f"{source}: column {name!r} does not fit {DIALOGUES_SCHEMA[name]}: {str(exc).splitlines()[0]}") from None
+    return df
 
 
 def check_rows(df: pl.DataFrame, source: str) -> None:
