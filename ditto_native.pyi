@@ -3,6 +3,8 @@ from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from typing import Any, Literal, final
 
+import pyarrow as pa
+
 __version__: str
 
 class DittoError(ValueError):
@@ -85,15 +87,6 @@ class SftPacker:
 def is_heldout(session_id: str, fraction: float) -> bool:
     """Held-out iff the first 8 bytes of SHA-256(session_id), big-endian, are
     below fraction * 2**64."""
-"""Type stubs of the Rust core `ditto_native`."""
-from typing import Any
-
-import pyarrow as pa
-
-
-class DittoError(ValueError): ...
-
-def normalize_text(text: str) -> str: ...
 
 # ---- dedupe / filters (rust/src/dedupe.rs, rust/src/filters.rs) ----
 # Array arguments take any Arrow array or chunked array (PyCapsule interface:
@@ -108,6 +101,7 @@ def exact_duplicates(texts: Any, groups: Any | None = None, *, num_threads: int 
 def near_duplicates(
     texts: Any,
     groups: Any | None = None,
+    *,
     word_ngram: int,
     cjk_char_ngram: int,
     num_perm: int,
@@ -122,6 +116,7 @@ def near_duplicates(
     (lowest index of each text's cluster, closest verified match or null, its Jaccard)."""
 
 def check_turns(
+    *,
     session_index: Any,
     questions: Any,
     answers: Any,
@@ -131,6 +126,7 @@ def check_turns(
     systems: Any,
     simulators: Any,
     config_json: str,
+    num_threads: int | None = None,
 ) -> tuple[pa.StringArray, pa.StringArray]:
     """Per turn (reason code, detail), both null where the turn passes every check."""
 
