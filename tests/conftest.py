@@ -18,3 +18,16 @@ SHARED = REPO.parent / "shared"
 def shared_dir() -> Path:
     assert SHARED.is_dir(), f"../shared not found beside the repo at {SHARED}"
     return SHARED
+
+
+# ---- generation engines, shared by the generation and CLI tests --------------------------------
+# (`smollm2` -- the session's SmolLM2 (model, bundle) -- is defined with the weights tests.)
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine(smollm2):
+    """A batched engine over the session's SmolLM2."""
+    from ditto_jax.generation import Engine
+
+    model, bundle = smollm2
+    return Engine(model, bundle, max_batch=16)
