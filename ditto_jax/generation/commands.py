@@ -42,10 +42,11 @@ def _sampling_args(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> N
 
 def _load(args):
     from ditto_jax.generation import Engine
-    from ditto_jax.loader import load_model
+    from ditto_jax.loader import resolve_model_ref
 
+    ref = resolve_model_ref(args.model)  # a bad reference fails here, before any progress line
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)
-    model, bundle = load_model(args.model)
+    model, bundle = ref.load_model()
     return Engine(model, bundle, max_batch=1)
 
 
