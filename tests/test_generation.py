@@ -52,23 +52,24 @@ def test_greedy_matches_transformers(smollm2, smollm2_engine, hf_smollm2_model):
 
     _, bundle = smollm2
     messages = [{"role": "user", "content": PROMPTS[1]}]
-    ours = smollm2_engine.generate([GenerationRequest(messages, max_new_tokens=16, temperature=0, ignore_eos=True)])[0]
+    ours = smollm2_engine.generate([GenerationRequest(messages, max_new_tokens=16, min_new_tokens=16, temperature=0)])[0]
     ids = torch.tensor([bundle.encode_chat(messages)])
     with torch.inference_mode():
         out = hf_smollm2_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, min_new_tokens=16, do_sample=False)
     assert list(ours.token_ids) == out[0, ids.shape[1] :].tolist()
 
 
-def test_eos_ends_a_reply_and_ignore_eos_runs_on(smollm2, smollm2_engine):
+def test_eos_ends_a_reply_unless_min_new_tokens_masks_it(smollm2, smollm2_engine):
     _, bundle = smollm2
     done, forced = smollm2_engine.generate(
-        [_ask(PROMPTS[0], max_new_tokens=40, temperature=0), _ask(PROMPTS[0], max_new_tokens=40, temperature=0, ignore_eos=True)]
+        [_ask(PROMPTS[0], max_new_tokens=40, temperature=0), _ask(PROMPTS[0], max_new_tokens=40, min_new_tokens=40, temperature=0)]
     )
     assert done.finish_reason == "stop" and done.token_ids[-1] in bundle.eos_token_ids
     assert done.completion_tokens == len(done.token_ids) < 40
     assert "<|im_end|>" not in done.text and done.text == bundle.decode(done.token_ids[:-1])
     assert forced.finish_reason == "length" and forced.completion_tokens == 40
-    assert forced.token_ids[: len(done.token_ids)] == done.token_ids
+    assert forced.token_ids[: len(done.token_ids) - 1] == done.token_ids[:-1]
+    assert not set(forced.token_ids) & set(bundle.eos_token_ids)
 
 
 # maxLength keeps the longest valid reply (3 x 50 one-char tokens + the frame) inside max_new_tokens:

@@ -170,7 +170,7 @@ def test_unpack_bitmask_matches_llguidance_kernel():
     assert 0 < got.sum() < got.size
 
 
-def _rows(temperature, top_p=None, top_k=None, penalty=None, seeds=None, sample_index=None):
+def _rows(temperature, top_p=None, top_k=None, penalty=None, seeds=None, sample_index=None, min_new=None):
     n = len(temperature)
     return RowParams(
         temperature=jnp.asarray(temperature, jnp.float32),
@@ -179,6 +179,7 @@ def _rows(temperature, top_p=None, top_k=None, penalty=None, seeds=None, sample_
         penalty=jnp.asarray(penalty if penalty is not None else [1.0] * n, jnp.float32),
         key_data=jnp.asarray([seed_key_data(s) for s in (seeds if seeds is not None else range(n))], jnp.uint32),
         sample_index=jnp.asarray(sample_index if sample_index is not None else [0] * n, jnp.int32),
+        min_new_tokens=jnp.asarray(min_new if min_new is not None else [0] * n, jnp.int32),
     )
 
 
@@ -232,3 +233,15 @@ def test_mask_and_penalty_apply_before_the_choice():
     spec = SamplingSpec(greedy=True, sample=False, penalty=True, masked=True)
     got = choose_tokens(jnp.asarray(logits), _rows([0, 0], penalty=[1.0, 2.0]), jnp.int32(0), spec, jnp.asarray(seen), jnp.asarray(bitmask))
     assert list(np.asarray(got)) == [11, 9]
+
+
+def test_min_new_tokens_masks_every_eos_until_reached():
+    logits = np.zeros((3, 64), np.float32)
+    logits[:, 2] = 9.0  # EOS (two ids) lead every row
+    logits[:, 5] = 8.0
+    logits[:, 7] = 7.0
+    eos = jnp.asarray([2, 5], jnp.int32)
+    spec = SamplingSpec(greedy=True, sample=False, min_new=True)
+    rows = _rows([0, 0, 0], min_new=[0, 3, 4])
+    got = np.asarray(choose_tokens(jnp.asarray(logits), rows, jnp.int32(3), spec, eos_ids=eos))
+    assert list(got) == [2, 2, 7]  # row 2 has 3 < 4 tokens: both EOS ids masked

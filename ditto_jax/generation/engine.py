@@ -44,7 +44,7 @@ _MIN_STEPS_TO_COMPACT = 16  # a smaller batch pays for its compile only over eno
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype", "spec"), donate_argnames=("buffers", "seen_bv"))
-def decode_step(weights, buffers: KVBuffers, seen_bv, tokens_b, positions_b, live_b, slot, rows: RowParams, step, bitmask_bw, *, cfg, dtype, spec: SamplingSpec):
+def decode_step(weights, buffers: KVBuffers, seen_bv, tokens_b, positions_b, live_b, slot, rows: RowParams, step, bitmask_bw, eos_ids, *, cfg, dtype, spec: SamplingSpec):
     """Feed one token per row at cache slot `slot`; return the next token per row and the updated state."""
     logits_bv, buffers = forward(
         cfg, dtype, weights, buffers, tokens_b[:, None], positions_b[:, None], live_b[:, None], slot, want_logits=True
@@ -52,7 +52,7 @@ def decode_step(weights, buffers: KVBuffers, seen_bv, tokens_b, positions_b, liv
     if spec.penalty:
         # The fed token joins the seen set: prompt + generated so far, as HF's input_ids.
         seen_bv = seen_bv.at[jnp.arange(tokens_b.shape[0]), tokens_b].set(True)
-    next_b = choose_tokens(logits_bv, rows, step, spec, seen_bv, bitmask_bw)
+    next_b = choose_tokens(logits_bv, rows, step, spec, seen_bv, bitmask_bw, eos_ids)
     return next_b, buffers, seen_bv
 
 
@@ -112,6 +112,7 @@ class Engine:
         self.max_batch = max_batch
         self.weights = weights_from_model(model)
         self._eos = frozenset(int(t) for t in tokenizer_bundle.eos_token_ids)
+        self._eos_ids = np.asarray(sorted(self._eos), np.int32)
         self._rng = np.random.default_rng(seed)  # seeds for requests that bring none
         self._lltokenizer = None
         self._mask_writer = None
@@ -166,6 +167,7 @@ class Engine:
             top_p=any(q.top_p < 1 for q in hot),
             penalty=any(r.request.repetition_penalty != 1 for r in rows),
             masked=any(r.matcher is not None for r in rows),
+            min_new=any(r.request.min_new_tokens > 0 for r in rows),
         )
 
     def _row_params(self, rows: list[_Row], batch: int) -> RowParams:
@@ -182,6 +184,7 @@ class Engine:
             penalty=col([float(q.repetition_penalty) for q in reqs], np.float32),
             key_data=col([seed_key_data(r.seed) for r in rows], np.uint32),
             sample_index=col([r.sample_index for r in rows], np.int32),
+            min_new_tokens=col([int(q.min_new_tokens) for q in reqs], np.int32),
         )
 
     # ---- the batch loop -------------------------------------------------------------------
@@ -233,7 +236,7 @@ class Engine:
                     bitmask, [(r.matcher, b) for b, r in enumerate(slot_rows) if live[b] and r.matcher is not None]
                 )
             next_dev, buffers, seen = decode_step(
-                self.weights, buffers, seen, feed, np.maximum(pos, 0), live, np.int32(prefix + step), params, np.int32(step), bitmask,
+                self.weights, buffers, seen, feed, np.maximum(pos, 0), live, np.int32(prefix + step), params, np.int32(step), bitmask, self._eos_ids,
                 cfg=cfg, dtype=self.dtype, spec=spec,
             )
             next_host = np.asarray(next_dev)
@@ -262,7 +265,7 @@ class Engine:
         """Record a sampled token and decide whether the row is done."""
         request = row.request
         row.tokens.append(token)
-        if token in self._eos and not request.ignore_eos:
+        if token in self._eos:
             row.finish_reason = "stop"
             return
         if row.matcher is not None:

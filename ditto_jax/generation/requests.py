@@ -32,7 +32,7 @@ class GenerationRequest:
     json_schema: Mapping[str, Any] | None = None
     choices: Sequence[str] | None = None  # the reply is exactly one of these strings
     n: int = 1  # independent samples of this conversation
-    ignore_eos: bool = False  # keep going past EOS (benchmarks: every row runs max_new_tokens)
+    min_new_tokens: int = 0  # HF: EOS cannot be sampled before this many new tokens
 
     def check(self, where: str = "request") -> None:
         """Raise DittoError with a one-line reason if a field is out of range."""
@@ -45,6 +45,8 @@ class GenerationRequest:
             raise DittoError(f"{where}: stop must be a list of strings, not a string")
         if int(self.max_new_tokens) < 1:
             raise DittoError(f"{where}: max_new_tokens must be >= 1 (got {self.max_new_tokens})")
+        if not 0 <= int(self.min_new_tokens) <= int(self.max_new_tokens):
+            raise DittoError(f"{where}: min_new_tokens must be in [0, max_new_tokens] (got {self.min_new_tokens})")
         if not self.temperature >= 0:
             raise DittoError(f"{where}: temperature must be >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:
