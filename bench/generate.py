@@ -23,7 +23,10 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
+# bench/tokenize.py would shadow the standard library's `tokenize` (inspect imports it).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 PROMPTS = [
@@ -51,6 +54,7 @@ def main() -> int:
     parser.add_argument("--batches", default="1,8,16", help="comma-separated batch sizes (default 1,8,16)")
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row (default 128)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per side and batch; the best is reported (default 2)")
+    parser.add_argument("--with-bf16", action="store_true", help="also time the engine with bfloat16 weights (float32 accumulation)")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     load_before = os.getloadavg()[0]
@@ -66,7 +70,9 @@ def main() -> int:
     transformers.logging.set_verbosity_error()
     gguf = resolve_model_ref("smollm2").path
     model, bundle = load_model(str(gguf))
-    engine = Engine(model, bundle, max_batch=max(batches))
+    engines = {"ditto-jax": Engine(model, bundle, max_batch=max(batches))}
+    if args.with_bf16:
+        engines["ditto-jax bf16w"] = Engine(model, bundle, max_batch=max(batches), matmul_dtype=jax.numpy.bfloat16)
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
     default_threads = torch.get_num_threads()
     thread_options = [default_threads] + ([1] if default_threads > 1 else [])
@@ -76,7 +82,7 @@ def main() -> int:
     def messages(i):
         return [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
 
-    def run_ours(batch, new_tokens=args.new_tokens):
+    def run_ours(engine, batch, new_tokens=args.new_tokens):
         requests = [GenerationRequest(messages(i), max_new_tokens=new_tokens, min_new_tokens=new_tokens, temperature=0) for i in range(batch)]
         t0 = time.perf_counter()
         out = engine.generate(requests)
@@ -107,36 +113,46 @@ def main() -> int:
         print(f"batch {batch}: warm-up (compiles) ...", file=sys.stderr, flush=True)
         # The shortest run with the same cache length compiles the same executables.
         bucket = new_tokens_bucket(args.new_tokens)
-        run_ours(batch, bucket // 2 + 1 if bucket > 16 else 1)
+        for engine in engines.values():
+            run_ours(engine, batch, bucket // 2 + 1 if bucket > 16 else 1)
         for threads in thread_options:
             torch.set_num_threads(threads)
             run_hf(batch, 4)
-        ours, theirs = [], {n: [] for n in thread_options}
+        ours, theirs = {name: [] for name in engines}, {n: [] for n in thread_options}
         for r in range(args.repeats):
-            t, ours_tokens = run_ours(batch)
-            ours.append(t)
-            line = f"batch {batch} run {r + 1}: ditto-jax {t:.2f} s"
+            line = f"batch {batch} run {r + 1}:"
+            for name, engine in engines.items():
+                t, tokens_out = run_ours(engine, batch)
+                ours[name].append(t)
+                line += f" {name} {t:.2f} s,"
+                if name == "ditto-jax":
+                    ours_tokens = tokens_out
             for threads in thread_options:
                 torch.set_num_threads(threads)
                 t, hf_tokens = run_hf(batch)
                 theirs[threads].append(t)
-                line += f", transformers/{threads}T {t:.2f} s"
-            print(line, file=sys.stderr, flush=True)
+                line += f" transformers/{threads}T {t:.2f} s,"
+            print(line.rstrip(","), file=sys.stderr, flush=True)
         torch.set_num_threads(default_threads)
         # Greedy agreement: rows identical to transformers' (a float-level near-tie can flip one choice).
         same = sum(a == b for a, b in zip(ours_tokens, hf_tokens))
         tokens = batch * args.new_tokens
-        rows.append((batch, tokens / min(ours), {n: tokens / min(ts) for n, ts in theirs.items()}, same))
+        rows.append((batch, {name: tokens / min(ts) for name, ts in ours.items()}, {n: tokens / min(ts) for n, ts in theirs.items()}, same))
 
     print(f"\nGreedy generation, SmolLM2-135M float32, {args.new_tokens} new tokens/row, best of {args.repeats} runs "
           f"(compile excluded: a warm-up run with the same shapes goes first); load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs")
+    our_cols = [f"{name} tok/s" for name in engines]
     hf_cols = [f"transformers {n}T tok/s" for n in thread_options]
-    print(" | ".join([f"{'batch':>5}", f"{'ditto-jax tok/s':>15}", *hf_cols, "ratio vs best torch", "rows identical"]))
+    ratio_cols = [f"{name} / best torch" for name in engines]
+    print(" | ".join([f"{'batch':>5}", *our_cols, *hf_cols, *ratio_cols, "rows identical (f32 greedy)"]))
     for batch, ours, theirs, same in rows:
         best = max(theirs.values())
-        cells = [f"{batch:>5}", f"{ours:>15.1f}", *[f"{theirs[n]:>{len(c)}.1f}" for n, c in zip(thread_options, hf_cols)]]
-        print(" | ".join(cells + [f"{ours / best:>18.2f}x", f"{same}/{batch}"]))
+        cells = [f"{batch:>5}"]
+        cells += [f"{ours[name]:>{len(c)}.1f}" for name, c in zip(engines, our_cols)]
+        cells += [f"{theirs[n]:>{len(c)}.1f}" for n, c in zip(thread_options, hf_cols)]
+        cells += [f"{ours[name] / best:>{len(c) - 1}.2f}x" for name, c in zip(engines, ratio_cols)]
+        print(" | ".join(cells + [f"{same}/{batch}"]))
     return 0
 
 

@@ -43,11 +43,11 @@ PREFILL_CHUNK = 256  # prompt tokens per prefill call: bounds the [B, H, T, S] a
 _MIN_STEPS_TO_COMPACT = 16  # a smaller batch pays for its compile only over enough remaining steps
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "spec"), donate_argnames=("buffers", "seen_bv"))
-def decode_step(weights, buffers: KVBuffers, seen_bv, tokens_b, positions_b, live_b, slot, rows: RowParams, step, bitmask_bw, eos_ids, *, cfg, dtype, spec: SamplingSpec):
+@functools.partial(jax.jit, static_argnames=("cfg", "spec"), donate_argnames=("buffers", "seen_bv"))
+def decode_step(weights, buffers: KVBuffers, seen_bv, tokens_b, positions_b, live_b, slot, rows: RowParams, step, bitmask_bw, eos_ids, *, cfg, spec: SamplingSpec):
     """Feed one token per row at cache slot `slot`; return the next token per row and the updated state."""
     logits_bv, buffers = forward(
-        cfg, dtype, weights, buffers, tokens_b[:, None], positions_b[:, None], live_b[:, None], slot, want_logits=True
+        cfg, weights, buffers, tokens_b[:, None], positions_b[:, None], live_b[:, None], slot, want_logits=True
     )
     if spec.penalty:
         # The fed token joins the seen set: prompt + generated so far, as HF's input_ids.
@@ -99,18 +99,21 @@ class Engine:
 
     `generate` returns one Completion per request, or `n` consecutive ones for a
     request with `n > 1`. Weights are copied into one array per layer on
-    construction (see forward.py for why).
+    construction (see forward.py for why); `matmul_dtype=jnp.bfloat16` stores
+    the matrices in bf16 (float32 accumulation), `cache_dtype` sets the KV
+    buffers' dtype (float32 by default).
     """
 
-    def __init__(self, model: CausalLM, tokenizer_bundle, *, max_batch: int = 16, cache_dtype=None, seed: int | None = None):
+    def __init__(
+        self, model: CausalLM, tokenizer_bundle, *, max_batch: int = 16, matmul_dtype=None, cache_dtype=None, seed: int | None = None
+    ):
         if max_batch < 1:
             raise DittoError(f"max_batch must be >= 1 (got {max_batch})")
         self.cfg = model.cfg
-        self.dtype = model.dtype
-        self.cache_dtype = cache_dtype or model.dtype
+        self.cache_dtype = cache_dtype or jnp.float32
         self.bundle = tokenizer_bundle
         self.max_batch = max_batch
-        self.weights = weights_from_model(model)
+        self.weights = weights_from_model(model, matmul_dtype)
         self._eos = frozenset(int(t) for t in tokenizer_bundle.eos_token_ids)
         self._eos_ids = np.asarray(sorted(self._eos), np.int32)
         self._rng = np.random.default_rng(seed)  # seeds for requests that bring none
@@ -214,7 +217,7 @@ class Engine:
                 continue  # all padding: the buffers already hold zeros marked invalid
             sl = slice(c0, c0 + chunk)
             buffers = prefill_chunk(
-                self.weights, buffers, tokens[:, sl], positions[:, sl], segments[:, sl], np.int32(c0), cfg=cfg, dtype=self.dtype
+                self.weights, buffers, tokens[:, sl], positions[:, sl], segments[:, sl], np.int32(c0), cfg=cfg
             )
 
         spec = self._spec(rows)
@@ -237,7 +240,7 @@ class Engine:
                 )
             next_dev, buffers, seen = decode_step(
                 self.weights, buffers, seen, feed, np.maximum(pos, 0), live, np.int32(prefix + step), params, np.int32(step), bitmask, self._eos_ids,
-                cfg=cfg, dtype=self.dtype, spec=spec,
+                cfg=cfg, spec=spec,
             )
             next_host = np.asarray(next_dev)
             for b, row in enumerate(slot_rows):
