@@ -1,0 +1,88 @@
+"""Query simulation: the JSON a model returns for a pair (A, B), and how it is read.
+
+The schema asks for exactly k questions, each with 1 to 3 evidence strings,
+and bounds every string's length so a small model cannot ramble past the
+token limit inside a string (which would leave the JSON unfinished).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ditto_native import normalize_text
+
+from data_tools.llm.jsonparse import parse_json_lenient
+
+MAX_QUESTION_CHARS = 200
+MAX_EVIDENCE_CHARS = 200
+MAX_EVIDENCE_ITEMS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    text: str
+    evidence: tuple[str, ...]
+    source: str  # character_id of the role it was written for
+
+
+def questions_schema(k: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "questions": {
+                "type": "array",
+                "minItems": k,
+                "maxItems": k,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "question": {"type": "string", "minLength": 5, "maxLength": MAX_QUESTION_CHARS},
+                        "evidence": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_EVIDENCE_ITEMS,
+                            "items": {"type": "string", "minLength": 2, "maxLength": MAX_EVIDENCE_CHARS},
+                        },
+                    },
+                    "required": ["question", "evidence"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["questions"],
+        "additionalProperties": False,
+    }
+
+
+def parse_questions(text: str, source: str, k: int) -> list[Question] | None:
+    """Up to k questions read leniently from a reply; None when there are none.
+
+    Accepts the schema's shape, a bare list of question objects, or a list of
+    plain strings (then without evidence), so endpoints that ignore
+    `response_format` still count when their JSON is usable.
+    """
+    value = parse_json_lenient(text)
+    if isinstance(value, dict):
+        value = next((value[key] for key in ("questions", "items", "data") if isinstance(value.get(key), list)), None)
+    if not isinstance(value, list):
+        return None
+    questions: list[Question] = []
+    seen: set[str] = set()
+    for item in value:
+        if isinstance(item, str):
+            q, evidence = item, []
+        elif isinstance(item, dict):
+            q = item.get("question") or item.get("q") or item.get("text")
+            evidence = item.get("evidence") or []
+        else:
+            continue
+        if not isinstance(q, str) or not q.strip():
+            continue
+        if isinstance(evidence, str):
+            evidence = [evidence]
+        facts = tuple(e.strip() for e in evidence if isinstance(e, str) and e.strip()) if isinstance(evidence, list) else ()
+        key = normalize_text(q)
+        if key and key not in seen:
+            seen.add(key)
+            questions.append(Question(q.strip(), facts, source))
+    return questions[:k] or None
