@@ -147,7 +147,7 @@ def simulate(
 
 def _ask_questions(pairs, runner: CallRunner, templates: PromptTemplates, config: SimulationConfig, report: SimulationReport):
     """Questions per (role, call index); retries unparsable replies as new samples."""
-    schema = questions_schema(config.questions_per_pair)
+    schema = questions_schema(config.questions_per_pair, config.max_query_tokens)
     asked: dict[tuple[int, int], list[Question]] = {}
     pending = list(pairs)
     for attempt in range(config.query_tries):

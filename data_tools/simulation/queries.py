@@ -1,8 +1,8 @@
 """Query simulation: the JSON a model returns for a pair (A, B), and how it is read.
 
-The schema asks for exactly k questions, each with 1 to 3 evidence strings,
-and bounds every string's length so a small model cannot ramble past the
-token limit inside a string (which would leave the JSON unfinished).
+The schema asks for exactly k questions, each with 1 or 2 evidence strings,
+and bounds every string's length so that a small model cannot ramble inside a
+string past the token limit, which would leave the JSON unfinished.
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from ditto_native import normalize_text
 
 from data_tools.llm.jsonparse import parse_json_lenient
 
-MAX_QUESTION_CHARS = 200
-MAX_EVIDENCE_CHARS = 200
-MAX_EVIDENCE_ITEMS = 3
+MAX_STRING_CHARS = 160  # one question or one evidence fact
+MIN_STRING_CHARS = 32
+MAX_EVIDENCE_ITEMS = 2
+CHARS_PER_TOKEN = 3  # conservative for English; keeps k * (1 + evidence) strings inside the token limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +26,9 @@ class Question:
     source: str  # character_id of the role it was written for
 
 
-def questions_schema(k: int) -> dict[str, Any]:
+def questions_schema(k: int, max_tokens: int = 512) -> dict[str, Any]:
+    """JSON schema for k questions whose strings fit, all together, in about `max_tokens`."""
+    cap = max(MIN_STRING_CHARS, min(MAX_STRING_CHARS, max_tokens * CHARS_PER_TOKEN // (k * (1 + MAX_EVIDENCE_ITEMS))))
     return {
         "type": "object",
         "properties": {
@@ -36,12 +39,12 @@ def questions_schema(k: int) -> dict[str, Any]:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "question": {"type": "string", "minLength": 5, "maxLength": MAX_QUESTION_CHARS},
+                        "question": {"type": "string", "minLength": 5, "maxLength": cap},
                         "evidence": {
                             "type": "array",
                             "minItems": 1,
                             "maxItems": MAX_EVIDENCE_ITEMS,
-                            "items": {"type": "string", "minLength": 2, "maxLength": MAX_EVIDENCE_CHARS},
+                            "items": {"type": "string", "minLength": 2, "maxLength": cap},
                         },
                     },
                     "required": ["question", "evidence"],
