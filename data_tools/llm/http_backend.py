@@ -119,6 +119,7 @@ class HttpBackend:
         self._format_level = 0
         self._next = 0  # round-robin start among equally loaded endpoints
         self._local = threading.local()
+        self._open: list[http.client.HTTPConnection] = []  # every connection made, to close at the end
 
     # ---- Backend interface --------------------------------------------------------------
 
@@ -135,13 +136,18 @@ class HttpBackend:
                     raise DittoError(str(fatal)) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self.close()
 
     def retry_counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._retries)
 
     def close(self) -> None:
-        pass  # connections are per worker thread and close with it
+        """Close the connections of finished worker threads."""
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            conn.close()
 
     # ---- one call -----------------------------------------------------------------------
 
@@ -204,6 +210,8 @@ class HttpBackend:
         conn = conns.get(id(endpoint))
         if conn is None:
             conn = conns[id(endpoint)] = endpoint.connect(self.timeout_s)
+            with self._lock:
+                self._open.append(conn)
         return conn
 
     def _drop_connection(self, endpoint: Endpoint) -> None:

@@ -21,28 +21,22 @@ def parse_json_lenient(text: str) -> Any | None:
     >>> parse_json_lenient('Sure! ```json\\n{"a": [1, 2,],}\\n```')
     {'a': [1, 2]}
     """
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    for candidate in candidates:
-        for variant in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
-            value = _first_value(variant)
-            if value is not None:
-                return value
-    return None
-
-
-def _first_value(text: str) -> Any | None:
-    text = text.strip()
-    try:
-        value = json.loads(text)
-        if isinstance(value, (dict, list)):
-            return value
-    except ValueError:
-        pass
-    openings = [i for i, ch in enumerate(text) if ch in "{["][:_MAX_OPENINGS]
-    for start in openings:
-        try:
-            value, _ = _DECODER.raw_decode(text, start)
-            return value
-        except ValueError:
-            continue
+    for candidate in [m.group(1) for m in _FENCE.finditer(text)] + [text]:
+        candidate = candidate.strip()
+        fixed = _TRAILING_COMMA.sub(r"\1", candidate)
+        for variant in (candidate, fixed):
+            try:
+                value = json.loads(variant)
+                if isinstance(value, (dict, list)):
+                    return value
+            except ValueError:
+                pass
+        # Prose around the value: decode from each opening bracket, outermost first.
+        for variant in (fixed, candidate):
+            openings = [i for i, ch in enumerate(variant) if ch in "{["][:_MAX_OPENINGS]
+            for start in openings:
+                try:
+                    return _DECODER.raw_decode(variant, start)[0]
+                except ValueError:
+                    continue
     return None
