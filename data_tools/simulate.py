@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (HTTP) or batch size (in-process) (default 8)")
     p.add_argument("--cache", type=Path, help="call cache (SQLite); default: beside --out, named <out>.calls.sqlite")
     p.add_argument("--seed", type=int, default=0, help="seed for partners, turn plans and sampling (default 0)")
-    p.add_argument("--max-query-tokens", type=int, default=512, help="token limit for a question-writing reply (default 512)")
+    p.add_argument("--max-query-tokens", type=int, default=768, help="token limit for a question-writing reply; the JSON schema's string lengths scale with it (default 768)")
     p.add_argument("--max-answer-tokens", type=int, default=256, help="token limit for an in-character answer (default 256)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1, off)")

@@ -6,7 +6,7 @@ Any OpenAI client (and role-play chat front ends) can talk to a Ditto model:
   (or max_completion_tokens), stop, seed, n, response_format (text,
   json_object, or json_schema through the engine's constrained decoding) and
   stream (server-sent events); vLLM's extra top_k and repetition_penalty too.
-- `GET /v1/models`, `GET /health`.
+- `GET /v1/models`; `GET /health` (also counts batches and the requests they held).
 - Bad requests get a 4xx with an OpenAI-style error body naming the field.
 
 Batching: HTTP threads parse and check a request, then queue it. One worker
@@ -286,7 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == f"/v1/models/{self.server.served_name}":
             self._json(200, self._model_card())
         elif path == "/health":
-            self._json(200, {"status": "ok"})
+            batcher = self.server.batcher
+            self._json(200, {"status": "ok", "batches": batcher.batches, "requests": batcher.batched_requests})
         elif path == "/v1/chat/completions":
             self._error(ApiError(405, "use POST for /v1/chat/completions"))
         else:

@@ -157,8 +157,8 @@ def test_questions_schema_bounds_strings_by_token_budget():
         item = schema["properties"]["questions"]["items"]["properties"]
         return item["question"]["maxLength"], item["evidence"]["items"]["maxLength"]
 
-    assert cap(questions_schema(3, 512)) == (160, 160)
-    assert cap(questions_schema(1, 96)) == (96, 96)
+    assert cap(questions_schema(3, 768)) == (160, 160)
+    assert cap(questions_schema(1, 96)) == (50, 50)  # (96 - 20 JSON tokens) * 2 chars / 3 strings
     assert cap(questions_schema(3, 16)) == (32, 32)
     assert questions_schema(2)["properties"]["questions"]["minItems"] == 2
 

@@ -46,7 +46,7 @@ class SimulationConfig:
     questions_per_pair: int = 3  # k, as in the paper
     seed: int = 0
     query_tries: int = 3  # the paper retries unparsable query JSON up to 3 times
-    max_query_tokens: int = 512
+    max_query_tokens: int = 768  # roomy: a model that follows the schema stops when the JSON closes
     max_answer_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 1.0

@@ -16,7 +16,11 @@ from data_tools.llm.jsonparse import parse_json_lenient
 MAX_STRING_CHARS = 160  # one question or one evidence fact
 MIN_STRING_CHARS = 32
 MAX_EVIDENCE_ITEMS = 2
-CHARS_PER_TOKEN = 3  # conservative for English; keeps k * (1 + evidence) strings inside the token limit
+CHARS_PER_TOKEN = 2  # conservative (English runs ~4); keeps all k * (1 + evidence) strings inside the token limit
+
+
+def _json_overhead_tokens(k: int) -> int:
+    return 8 + 12 * k  # braces, keys and quotes around k questions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +30,10 @@ class Question:
     source: str  # character_id of the role it was written for
 
 
-def questions_schema(k: int, max_tokens: int = 512) -> dict[str, Any]:
+def questions_schema(k: int, max_tokens: int = 768) -> dict[str, Any]:
     """JSON schema for k questions whose strings fit, all together, in about `max_tokens`."""
-    cap = max(MIN_STRING_CHARS, min(MAX_STRING_CHARS, max_tokens * CHARS_PER_TOKEN // (k * (1 + MAX_EVIDENCE_ITEMS))))
+    room = (max_tokens - _json_overhead_tokens(k)) * CHARS_PER_TOKEN // (k * (1 + MAX_EVIDENCE_ITEMS))
+    cap = max(MIN_STRING_CHARS, min(MAX_STRING_CHARS, room))
     return {
         "type": "object",
         "properties": {
