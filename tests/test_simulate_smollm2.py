@@ -169,7 +169,7 @@ def test_unparsable_questions_are_retried_then_counted(smollm2_server, character
     """Every query reply for Confucius comes back as prose: 3 tries, then a counted failure; the rest completes."""
 
     def confucius_query(body) -> bool:
-        return "response_format" in body and "known about Confucius" in body["messages"][-1]["content"]
+        return "response_format" in body and "Material about Confucius" in body["messages"][-1]["content"]
 
     out = tmp_path / "dialogues.parquet"
     with FaultProxy(smollm2_server.url, garble=confucius_query) as proxy:
