@@ -28,7 +28,8 @@ def register(subparsers) -> None:
             "in character when a question is beyond it), and join them into one session of exactly --turns turns. "
             "Every finished LLM call is stored in --cache, so a re-run after a crash repeats no call. "
             f"With --endpoint, the API key comes from DITTO_API_KEY (else OPENAI_API_KEY); {ENV_BASE_URL} and "
-            f"{ENV_MODEL_NAME} stand in for --endpoint and --model-name."
+            f"{ENV_MODEL_NAME} stand in for --endpoint and --model-name. Exits 1 when some calls still failed after "
+            "every retry (a re-run fills them in and reuses the rest from the cache)."
         ),
     )
     p.add_argument("--characters", required=True, type=Path, help="characters.parquet (the characters contract)")
