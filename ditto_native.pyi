@@ -1,6 +1,6 @@
 """Type stubs for `ditto_native`, the Rust core of the Ditto toolkit."""
 from collections.abc import Mapping, Sequence
-from typing import Any, final
+from typing import Any, Literal, final
 
 __version__: str
 
@@ -34,3 +34,53 @@ class ChatTemplate:
         add_generation_prompt: bool = False,
         extra_vars: Mapping[str, Any] | None = None,
     ) -> str: ...
+
+@final
+class ChatEncoder:
+    """Render -> tokenize -> assistant-only loss mask, for one tokenizer and chat
+    template. The template's turn layout is probed once, here; raises DittoError
+    when the tokenizer does not load or the template cannot be masked."""
+
+    def __init__(
+        self,
+        tokenizer_json: str,
+        chat_template: str,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        template_vars: Mapping[str, Any] | None = None,
+    ) -> None: ...
+    @property
+    def system_policy(self) -> Literal["native", "fold_into_first_user"]: ...
+    @property
+    def anchor(self) -> str:
+        """Text before every assistant turn; the mask starts after it."""
+    @property
+    def end_of_turn(self) -> str:
+        """Text that ends an assistant turn; the mask ends with it."""
+    def encode(self, sessions: Any) -> Any:
+        """Sessions (any Arrow table/batch or Polars frame with session_id, system,
+        messages) -> pyarrow.RecordBatch of input_ids list<int32>, loss_mask
+        list<uint8> (null when dropped) and drop_reason (null when kept)."""
+
+@final
+class SftPacker:
+    """Encodes sessions chunk by chunk, then packs train and held-out rows."""
+
+    def __init__(
+        self,
+        encoder: ChatEncoder,
+        *,
+        seq_len: int,
+        overlong: Literal["truncate", "drop"] = "truncate",
+        heldout_fraction: float = 0.02,
+        pad_id: int = 0,
+    ) -> None: ...
+    def add(self, sessions: Any) -> int:
+        """Encode one chunk (any Arrow table/batch); returns its row count."""
+    def finish(self) -> tuple[Any, Any, dict[str, Any]]:
+        """(train pyarrow.RecordBatch, heldout pyarrow.RecordBatch, counts): four
+        fixed_size_list<seq_len> columns input_ids, loss_mask, segment_ids, positions."""
+
+def is_heldout(session_id: str, fraction: float) -> bool:
+    """Held-out iff the first 8 bytes of SHA-256(session_id), big-endian, are
+    below fraction * 2**64."""

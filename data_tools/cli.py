@@ -11,7 +11,7 @@ import sys
 from ditto_native import DittoError
 
 # Subcommand modules, in the order `--help` lists them.
-_SUBCOMMANDS: list[str] = ["simulate"]
+_SUBCOMMANDS: list[str] = ["simulate", "tokenize", "stats"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,12 @@
 //!
 //! Each concern lives in its own pure-Rust module with `cargo test`s. Only the
 //! `py` module (compiled with the `python` feature) touches PyO3.
+pub mod masks;
 pub mod normalize;
+pub mod pack;
+pub mod sft;
 pub mod template;
+pub mod tokenize;
 
 #[cfg(feature = "python")]
 mod py;
