@@ -11,7 +11,7 @@ requests pass through untouched. Faults:
 - "badjson": 200 with a body that is not JSON, nothing forwarded;
 - "ok": forwarded (a placeholder to space faults out).
 
-`garble(body) -> bool` marks requests whose (forwarded) reply gets its
+`delay_s` slows every reply down. `garble(body) -> bool` marks requests whose (forwarded) reply gets its
 message content replaced by text that is not JSON: for exercising a
 client's handling of unparsable model output.
 
@@ -45,12 +45,15 @@ class Seen:
 class FaultProxy:
     """`with FaultProxy(upstream, ["500", "429:1", "drop"]) as proxy: ... proxy.url ...`"""
 
-    def __init__(self, upstream: str, faults: list[str] | None = None, *, garble: Callable[[Any], bool] | None = None):
+    def __init__(
+        self, upstream: str, faults: list[str] | None = None, *, garble: Callable[[Any], bool] | None = None, delay_s: float = 0.0
+    ):
         parts = urllib.parse.urlsplit(upstream)
         self.upstream_host, self.upstream_port = parts.hostname, parts.port
         self.upstream_base = parts.path.rstrip("/")  # e.g. /v1
         self.faults = list(faults or [])
         self.garble = garble
+        self.delay_s = delay_s  # added before every reply: an endpoint that is simply slower
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -104,6 +107,7 @@ class FaultProxy:
                 except ValueError:
                     body = None
                 fault = proxy._next_fault(body, dict(self.headers.items()))
+                time.sleep(proxy.delay_s)
                 kind, _, arg = fault.partition(":")
                 if kind == "429":
                     self._reply(429, {"error": {"message": "injected rate limit"}}, {"Retry-After": arg} if arg else {})

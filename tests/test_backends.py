@@ -99,11 +99,16 @@ def test_request_body_carries_the_sampling_fields():
 
 
 def test_endpoints_share_the_load():
+    # One at a time, equally idle endpoints take turns.
     with FaultProxy(NOWHERE, ["400"] * 6) as one, FaultProxy(NOWHERE, ["400"] * 6) as two:
-        backend = HttpBackend([one.url, two.url], "m", concurrency=2, retry=FAST)
-        results = list(backend.complete([REQUEST] * 6))
-    assert len(results) == 6 and sorted(i for i, _ in results) == list(range(6))
+        results = list(HttpBackend([one.url, two.url], "m", concurrency=1, retry=FAST).complete([REQUEST] * 6))
+    assert sorted(i for i, _ in results) == list(range(6))
     assert len(one.seen) == 3 and len(two.seen) == 3
+    # A slow endpoint holds its requests longer, so the idle one takes more.
+    with FaultProxy(NOWHERE, ["400"] * 8, delay_s=0.5) as slow, FaultProxy(NOWHERE, ["400"] * 8) as fast:
+        results = list(HttpBackend([slow.url, fast.url], "m", concurrency=2, retry=FAST).complete([REQUEST] * 8))
+    assert len(results) == 8 and all(r.reason == "http_400" for _, r in results)
+    assert len(fast.seen) > len(slow.seen) >= 1
 
 
 def test_bad_endpoint_options():
