@@ -112,7 +112,7 @@ def test_endpoints_share_the_load():
 
 
 def test_bad_endpoint_options():
-    for url in ("ftp://x/v1", "localhost:8000", "http://:80"):
+    for url in ("ftp://x/v1", "localhost:8000", "http://:80", "http://user:sk-123@host/v1"):
         with pytest.raises(DittoError, match="--endpoint"):
             HttpBackend([url], "m")
     with pytest.raises(DittoError, match="--model-name"):

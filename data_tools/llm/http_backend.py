@@ -52,6 +52,8 @@ class Endpoint:
         parts = urllib.parse.urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DittoError(f"--endpoint {url!r}: expected an http:// or https:// base URL")
+        if parts.username or parts.password:
+            raise DittoError("--endpoint must not carry credentials; put the key in DITTO_API_KEY")
         self.url = url
         self.https = parts.scheme == "https"
         self.host = parts.hostname
