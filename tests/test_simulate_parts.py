@@ -158,8 +158,9 @@ def test_questions_schema_bounds_strings_by_token_budget():
         return item["question"]["maxLength"], item["evidence"]["items"]["maxLength"]
 
     assert cap(questions_schema(3, 768)) == (160, 160)
-    assert cap(questions_schema(1, 96)) == (50, 50)  # (96 - 20 JSON tokens) * 2 chars / 3 strings
-    assert cap(questions_schema(3, 16)) == (32, 32)
+    assert cap(questions_schema(1, 96)) == (76, 76)  # (96 - 20 JSON tokens) * 3 chars / 3 strings
+    assert cap(questions_schema(3, 256)) == (70, 70)
+    assert cap(questions_schema(3, 16)) == (48, 48)
     assert questions_schema(2)["properties"]["questions"]["minItems"] == 2
 
 

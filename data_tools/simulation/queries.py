@@ -14,9 +14,9 @@ from ditto_native import normalize_text
 from data_tools.llm.jsonparse import parse_json_lenient
 
 MAX_STRING_CHARS = 160  # one question or one evidence fact
-MIN_STRING_CHARS = 32
+MIN_STRING_CHARS = 48  # shorter caps cut natural questions mid-sentence
 MAX_EVIDENCE_ITEMS = 2
-CHARS_PER_TOKEN = 2  # conservative (English runs ~4); keeps all k * (1 + evidence) strings inside the token limit
+CHARS_PER_TOKEN = 3  # below English's ~4, so all k * (1 + evidence) strings usually fit the token limit
 
 
 def _json_overhead_tokens(k: int) -> int:
