@@ -21,6 +21,7 @@ at token boundaries; the engine does not report tokens while it decodes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import queue
@@ -132,7 +133,7 @@ def _response_format(body: dict) -> dict | None:
     raise ApiError(400, "'response_format.type' must be text, json_object or json_schema", param="response_format.type")
 
 
-def parse_chat_request(body: Any, served_name: str, *, default_max_tokens: int):
+def parse_chat_request(body: Any, served_name: str, *, default_max_tokens: int, max_context: int):
     """(GenerationRequest, stream, include_usage) from a chat-completions body; ApiError when it is bad."""
     from ditto_jax.generation import GenerationRequest
     from ditto_jax.generation.constraints import grammar_for
@@ -159,8 +160,9 @@ def parse_chat_request(body: Any, served_name: str, *, default_max_tokens: int):
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise ApiError(400, "'stream_options' must be an object", param="stream_options")
-    max_tokens = _integer(body, "max_completion_tokens", None, low=1, high=1 << 20)
-    max_tokens = _integer(body, "max_tokens", max_tokens or default_max_tokens, low=1, high=1 << 20)
+    # Bounded by the context length: the engine allocates cache slots for every token asked for.
+    max_tokens = _integer(body, "max_completion_tokens", None, low=1, high=max_context)
+    max_tokens = _integer(body, "max_tokens", max_tokens or min(default_max_tokens, max_context), low=1, high=max_context)
     schema = _response_format(body)
     if schema is not None:
         # Reject a schema llguidance cannot compile here, before it reaches a batch.
@@ -183,18 +185,12 @@ def parse_chat_request(body: Any, served_name: str, *, default_max_tokens: int):
         n=_integer(body, "n", 1, low=1, high=MAX_N),
     )
     if request.seed is not None and request.seed < 0:  # OpenAI allows negative seeds; the engine wants [0, 2**64)
-        request = _replace(request, seed=request.seed % (1 << 64))
+        request = dataclasses.replace(request, seed=request.seed % (1 << 64))
     try:
         request.check("request")
     except DittoError as exc:
         raise ApiError(400, str(exc)) from None
     return request, stream, bool(options.get("include_usage"))
-
-
-def _replace(request, **changes):
-    import dataclasses
-
-    return dataclasses.replace(request, **changes)
 
 
 # ---- batching ----------------------------------------------------------------------------------
@@ -264,6 +260,7 @@ class ChatServer(ThreadingHTTPServer):
     def __init__(self, address, *, batcher: Batcher, tokenizer, served_name: str, default_max_tokens: int):
         super().__init__(address, _Handler)
         self.batcher = batcher
+        self.max_context = int(batcher.engine.cfg.max_position_embeddings)
         self.tokenizer = tokenizer
         self.served_name = served_name
         self.default_max_tokens = default_max_tokens
@@ -300,7 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path != "/v1/chat/completions":
                 raise ApiError(405 if path in ("/v1/models", "/health") else 404, f"no POST route {path or '/'}")
             request, stream, include_usage = parse_chat_request(
-                body, self.server.served_name, default_max_tokens=self.server.default_max_tokens
+                body, self.server.served_name, default_max_tokens=self.server.default_max_tokens, max_context=self.server.max_context
             )
         except ApiError as exc:
             self._error(exc)

@@ -57,6 +57,7 @@ def test_models(client):
         ({"messages": HELLO, "top_p": 0}, 400, "top_p"),
         ({"messages": HELLO, "max_tokens": 0}, 400, "max_tokens"),
         ({"messages": HELLO, "max_tokens": "ten"}, 400, "max_tokens"),
+        ({"messages": HELLO, "max_tokens": 10**6}, 400, "max_tokens"),  # past the context: refused, not allocated
         ({"messages": HELLO, "n": 99}, 400, "n"),
         ({"messages": HELLO, "stop": 3}, 400, "stop"),
         ({"messages": HELLO, "stream": "yes"}, 400, "stream"),
