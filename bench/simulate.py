@@ -13,14 +13,19 @@ Both modes run once untimed first, so XLA compiles happen outside the timings.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
-import tempfile
-import threading
-import time
-from pathlib import Path
+
+# bench/ holds a tokenize.py, which would shadow the standard library's `tokenize` for a script run from here.
+if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
