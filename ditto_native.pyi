@@ -1,6 +1,9 @@
 """Type stubs for `ditto_native`, the Rust core of the Ditto toolkit."""
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
 from typing import Any, Literal, final
+
+import pyarrow as pa
 
 __version__: str
 
@@ -84,3 +87,70 @@ class SftPacker:
 def is_heldout(session_id: str, fraction: float) -> bool:
     """Held-out iff the first 8 bytes of SHA-256(session_id), big-endian, are
     below fraction * 2**64."""
+
+# ---- dedupe / filters (rust/src/dedupe.rs, rust/src/filters.rs) ----
+# Array arguments take any Arrow array or chunked array (PyCapsule interface:
+# pyarrow, polars Series, ...). Strings may be utf8, large_utf8 or utf8_view.
+
+REASON_CODES: tuple[str, ...]
+"""The quarantine reason codes, in their fixed order."""
+
+def exact_duplicates(texts: Any, groups: Any | None = None, *, num_threads: int | None = None) -> pa.UInt32Array:
+    """Index of the first text with the same normalised form (within its integer group)."""
+
+def near_duplicates(
+    texts: Any,
+    groups: Any | None = None,
+    *,
+    word_ngram: int,
+    cjk_char_ngram: int,
+    num_perm: int,
+    bands: int,
+    rows: int,
+    threshold: float,
+    seed: int,
+    max_bucket_window: int,
+    num_threads: int | None = None,
+) -> tuple[pa.UInt32Array, pa.UInt32Array, pa.FloatArray]:
+    """MinHash-LSH clusters verified by exact Jaccard >= threshold:
+    (lowest index of each text's cluster, closest verified match or null, its Jaccard)."""
+
+def check_turns(
+    *,
+    session_index: Any,
+    questions: Any,
+    answers: Any,
+    rejection_labels: Any,
+    finish_reasons: Any,
+    langs: Any,
+    systems: Any,
+    simulators: Any,
+    config_json: str,
+    num_threads: int | None = None,
+) -> tuple[pa.StringArray, pa.StringArray]:
+    """Per turn (reason code, detail), both null where the turn passes every check."""
+
+# --- wikidata -----------------------------------------------------------------
+
+def wikidata_scan(
+    path: str | PathLike[str],
+    *,
+    languages: list[str],
+    classes: list[tuple[str, str]],
+    properties: list[str],
+    keep_top: int | None,
+    chunk_bytes: int,
+    checkpoint: str | PathLike[str] | None = None,
+    progress: Callable[[int, int, int, int], object] | None = None,
+) -> tuple[bytes, str]:
+    """Scan a Wikidata JSON dump (plain, .gz or .bz2) for instances of `classes`
+    ((item id, category) in priority order). Returns the rows as JSON Lines
+    (character_id, lang, category, label, description, aliases, sitelinks,
+    wiki_title, claims) and the scan's counts as JSON. `progress(bytes_read,
+    bytes_total, entities, rows_held)` runs after every chunk. With `checkpoint`,
+    progress is saved there (and in `checkpoint.journal`, `checkpoint.labels`)
+    after every chunk and resumed from on the next call.
+    Raises DittoError for input that is not a dump (one line), OSError for I/O."""
+
+def wikidata_decompressed_len(path: str | PathLike[str]) -> int:
+    """Decompress the dump and return its length in bytes."""

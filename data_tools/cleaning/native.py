@@ -1,0 +1,60 @@
+"""Calls into the Rust core, one call per column (Arrow in, Arrow out)."""
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import ditto_native
+
+from data_tools.cleaning.config import CleanConfig
+
+
+def _arrow(series: pl.Series):
+    return series.rechunk().to_arrow()
+
+
+def check_turns(turns: pl.DataFrame, sessions: pl.DataFrame, cfg: CleanConfig) -> tuple[pl.Series, pl.Series]:
+    """(reason, detail) per turn, null where a turn passes every check.
+
+    `turns` has `_sid` (row of `sessions`), `question`, `answer`,
+    `rejection_labels`, `finish_reasons`; `sessions` has lang, system, simulator.
+    """
+    reasons, details = ditto_native.check_turns(
+        session_index=_arrow(turns["_sid"]),
+        questions=_arrow(turns["question"]),
+        answers=_arrow(turns["answer"]),
+        rejection_labels=_arrow(turns["rejection_labels"]),
+        finish_reasons=_arrow(turns["finish_reasons"]),
+        langs=_arrow(sessions["lang"]),
+        systems=_arrow(sessions["system"]),
+        simulators=_arrow(sessions["simulator"]),
+        config_json=json.dumps(cfg.filter_settings()),
+        num_threads=cfg.threads,
+    )
+    return pl.Series("reason", reasons, dtype=pl.String), pl.Series("detail", details, dtype=pl.String)
+
+
+def exact_duplicate_of(texts: pl.Series, groups: pl.Series | None, cfg: CleanConfig) -> pl.Series:
+    """Index of the first text with the same normalised form (within group)."""
+    first = ditto_native.exact_duplicates(
+        _arrow(texts), None if groups is None else _arrow(groups), num_threads=cfg.threads
+    )
+    return pl.Series("first", first, dtype=pl.UInt32)
+
+
+def near_duplicate_of(
+    texts: pl.Series, groups: pl.Series | None, threshold: float, cfg: CleanConfig
+) -> tuple[pl.Series, pl.Series, pl.Series]:
+    """(cluster representative, closest verified match, its Jaccard) per text."""
+    rep, partner, jaccard = ditto_native.near_duplicates(
+        _arrow(texts),
+        None if groups is None else _arrow(groups),
+        threshold=threshold,
+        num_threads=cfg.threads,
+        **cfg.lsh_settings(),
+    )
+    return (
+        pl.Series("rep", rep, dtype=pl.UInt32),
+        pl.Series("partner", partner, dtype=pl.UInt32),
+        pl.Series("jaccard", jaccard, dtype=pl.Float32),
+    )
