@@ -9,7 +9,9 @@
 
 Both modes run once untimed first, so XLA compiles happen outside the timings.
 
-    python bench/simulate.py --characters characters.parquet [--limit 8] [--turns 2]
+    python bench/simulate.py [--characters characters.parquet] [--limit 8] [--turns 2]
+
+Without --characters it uses the built-in sample (English and Chinese).
 """
 from __future__ import annotations
 
@@ -90,12 +92,12 @@ def http_overhead(engine, bundle, calls: int, max_tokens: int) -> tuple[float, f
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--characters", type=Path, required=True, help="characters.parquet")
+    parser.add_argument("--characters", type=Path, help="characters.parquet (default: the built-in sample)")
     parser.add_argument("--limit", type=int, default=8, help="character rows to simulate (default 8)")
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8, help="requests per engine call with batching on (default 8)")
-    parser.add_argument("--max-answer-tokens", type=int, default=48)
-    parser.add_argument("--max-query-tokens", type=int, default=96)
+    parser.add_argument("--max-answer-tokens", type=int, default=128, help="as in the shipped build config (default 128)")
+    parser.add_argument("--max-query-tokens", type=int, default=256, help="as in the shipped build config (default 256)")
     parser.add_argument("--http-calls", type=int, default=16)
     parser.add_argument("--skip-batching", action="store_true", help="only measure the HTTP overhead")
     args = parser.parse_args()
@@ -107,7 +109,14 @@ def main() -> int:
     from ditto_jax.generation import Engine
     from ditto_jax.loader import load_model
 
-    everyone = roles_from_table(pl.read_parquet(args.characters), source=str(args.characters))
+    if args.characters:
+        table = pl.read_parquet(args.characters)
+    else:
+        from data_tools.characters.build import characters_from_sample
+        from data_tools.characters.config import CharactersConfig
+
+        table = characters_from_sample(CharactersConfig(languages=("en", "zh"), profile_chars=1500))
+    everyone = roles_from_table(table, source=str(args.characters or "built-in sample"))
     roles = everyone[: args.limit]
     model, bundle = load_model("smollm2")
     engine = Engine(model, bundle, max_batch=16)

@@ -237,3 +237,22 @@ def test_retry_after_header_forms():
     now = time.time()
     assert 9 <= parse_retry_after(email.utils.formatdate(now + 10, usegmt=True), now=now) <= 10
     assert parse_retry_after(email.utils.formatdate(now - 10, usegmt=True), now=now) == 0.0
+
+
+def test_the_builtin_sample_feeds_the_simulation():
+    """The characters stage's output is this stage's input: roles, eras, domains and partners from the real sample."""
+    from data_tools.characters.build import characters_from_sample
+    from data_tools.characters.config import CharactersConfig
+
+    table = characters_from_sample(CharactersConfig(languages=("en", "zh"), per_category=4))
+    roles = roles_from_table(table, source="sample")
+    assert len(roles) == table.height == 16
+    assert {r.lang for r in roles} == {"en", "zh"} and {r.category for r in roles} == {"human", "fictional"}
+    assert sum(r.era is not None for r in roles) >= 4 and sum(bool(r.domain) for r in roles) >= 8
+    chinese = [r for r in roles if r.lang == "zh"]
+    assert all(r.system_message().startswith("你是") for r in chinese)
+    for r in roles:
+        [partner] = choose_partners(r, [x for x in roles if x.lang == r.lang], 1, seed=0)
+        assert partner.lang == r.lang and partner.character_id != r.character_id
+    prompt = PromptTemplates().render("query", "zh", a=chinese[0].prompt_vars(), b=chinese[1].prompt_vars(), k=3)
+    assert chinese[0].label in prompt and chinese[1].label in prompt
