@@ -94,7 +94,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--characters", type=Path, help="characters.parquet (default: the built-in sample)")
     parser.add_argument("--limit", type=int, default=8, help="character rows to simulate (default 8)")
-    parser.add_argument("--turns", type=int, default=2)
+    parser.add_argument("--turns", type=int, default=4, help="as in the shipped build config (default 4)")
+    parser.add_argument("--questions-per-pair", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8, help="requests per engine call with batching on (default 8)")
     parser.add_argument("--max-answer-tokens", type=int, default=128, help="as in the shipped build config (default 128)")
     parser.add_argument("--max-query-tokens", type=int, default=256, help="as in the shipped build config (default 256)")
@@ -120,7 +121,7 @@ def main() -> int:
     roles = everyone[: args.limit]
     model, bundle = load_model("smollm2")
     engine = Engine(model, bundle, max_batch=16)
-    config = dict(turns=args.turns, questions_per_pair=1, max_query_tokens=args.max_query_tokens, max_answer_tokens=args.max_answer_tokens)
+    config = dict(turns=args.turns, questions_per_pair=args.questions_per_pair, max_query_tokens=args.max_query_tokens, max_answer_tokens=args.max_answer_tokens)
 
     if not args.skip_batching:
         with tempfile.TemporaryDirectory() as tmp:
