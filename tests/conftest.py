@@ -99,6 +99,18 @@ def make_tiny_hf(tmp_path_factory):
     return make
 
 
+# ---- generation engines, shared by the generation and CLI tests --------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine(smollm2):
+    """A batched engine over the session's SmolLM2."""
+    from ditto_jax.generation import Engine
+
+    model, bundle = smollm2
+    return Engine(model, bundle, max_batch=16)
+
+
 # ---- one `ditto-jax serve --model smollm2` for the whole session -------------------------------
 
 
