@@ -11,7 +11,7 @@ import sys
 from ditto_native import DittoError
 
 # Subcommand modules, in the order `--help` lists them.
-_SUBCOMMANDS: list[str] = ["characters", "clean", "tokenize", "stats", "build"]
+_SUBCOMMANDS: list[str] = ["characters", "simulate", "clean", "tokenize", "stats", "build"]
 
 
 def build_parser() -> argparse.ArgumentParser:

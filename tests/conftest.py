@@ -1,7 +1,12 @@
 """Session-wide test settings and shared fixtures."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 # Compile once per machine, not once per test session.
@@ -104,3 +109,45 @@ def smollm2_engine(smollm2):
 
     model, bundle = smollm2
     return Engine(model, bundle, max_batch=16)
+
+
+# ---- one `ditto-jax serve --model smollm2` for the whole session -------------------------------
+
+
+@dataclasses.dataclass
+class ServedModel:
+    url: str  # base URL, http://127.0.0.1:PORT/v1
+    name: str  # the model id it serves
+    process: subprocess.Popen
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(tmp_path_factory):
+    """A real `ditto-jax serve` process over SmolLM2, shared by every HTTP test.
+
+    It listens on a free port and prints its URL on stderr, which goes to a
+    log file that the fixture watches.
+    """
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [sys.executable, "-m", "ditto_jax.cli", "serve", "--model", "smollm2", "--port", "0",
+               "--served-model-name", "smollm2", "--max-batch", "8"]
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while True:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        found = re.search(r"listening on (http://\S+)", text)
+        if found:
+            break
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"ditto-jax serve did not start (exit {process.poll()}): {text[-2000:]}")
+        time.sleep(0.2)
+    yield ServedModel(found.group(1), "smollm2", process, log)
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,145 @@
+"""Benchmark: dialogue simulation on SmolLM2, in process.
+
+1. End-to-end turns per minute with batching on (the backend hands the engine
+   up to --batch requests at a time) against off (one request at a time), on
+   the same characters, settings and seed, each with a fresh call cache.
+2. The HTTP path's cost per call: the same requests through HttpBackend and
+   `ditto-jax serve`'s server (in this process, over the same engine, one
+   request in flight) against the bare engine.generate, one request at a time.
+
+Both modes run once untimed first, so XLA compiles happen outside the timings.
+
+    python bench/simulate.py [--characters characters.parquet] [--limit 8] [--turns 2]
+
+Without --characters it uses the built-in sample (English and Chinese).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/ holds a tokenize.py, which would shadow the standard library's `tokenize` for a script run from here.
+if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def simulate_once(engine, roles, everyone, batch: int, config, workdir: Path) -> tuple[float, int]:
+    """Seconds and turns for one full simulation with a fresh cache."""
+    from data_tools.llm.cache import CallCache
+    from data_tools.llm.jax_backend import JaxBackend
+    from data_tools.llm.runner import CallRunner
+    from data_tools.simulation.pipeline import simulate
+    from data_tools.simulation.prompts import PromptTemplates
+
+    backend = JaxBackend(engine, "smollm2", max_batch=batch)
+    cache_path = Path(tempfile.mkdtemp(dir=workdir)) / "calls.sqlite"
+    with CallCache(cache_path) as cache:
+        runner = CallRunner(backend, cache)
+        start = time.perf_counter()
+        _, report = simulate(roles, runner, PromptTemplates(), config, partner_pool=everyone)
+        return time.perf_counter() - start, report.turns
+
+
+def http_overhead(engine, bundle, calls: int, max_tokens: int) -> tuple[float, float]:
+    """Median seconds per call through HTTP (client + server) and on the bare engine, same requests."""
+    from data_tools.llm.http_backend import HttpBackend
+    from data_tools.llm.types import ChatRequest
+    from ditto_jax.generation import GenerationRequest
+    from ditto_jax.serve import Batcher, ChatServer
+
+    server = ChatServer(("127.0.0.1", 0), batcher=Batcher(engine, max_batch=16, wait_s=0.01), tokenizer=bundle,
+                        served_name="smollm2", default_max_tokens=max_tokens)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        client = HttpBackend([url], "smollm2", concurrency=1)
+        messages = [{"role": "user", "content": "Who are you? Answer in one sentence."}]
+        chat = [ChatRequest.chat(messages, max_tokens=max_tokens, temperature=0.0, seed=i) for i in range(calls)]
+        bare = [GenerationRequest(messages, max_new_tokens=max_tokens, temperature=0.0, seed=i) for i in range(calls)]
+
+        def one_http(request) -> float:
+            start = time.perf_counter()
+            [(_, result)] = list(client.complete([request]))
+            assert not isinstance(result, Exception), result
+            return time.perf_counter() - start
+
+        def one_bare(request) -> float:
+            start = time.perf_counter()
+            engine.generate([request])
+            return time.perf_counter() - start
+
+        one_http(chat[0]), one_bare(bare[0])  # warm-up: compiles and the connection
+        # Interleaved pairs of the same request, so drifting machine load hits both paths alike; medians.
+        pairs = [(one_http(c), one_bare(b)) for c, b in zip(chat, bare)]
+        http_s = statistics.median(h for h, _ in pairs)
+        bare_s = statistics.median(b for _, b in pairs)
+        client.close()
+        return http_s, bare_s
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--characters", type=Path, help="characters.parquet (default: the built-in sample)")
+    parser.add_argument("--limit", type=int, default=8, help="character rows to simulate (default 8)")
+    parser.add_argument("--turns", type=int, default=4, help="as in the shipped build config (default 4)")
+    parser.add_argument("--questions-per-pair", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8, help="requests per engine call with batching on (default 8)")
+    parser.add_argument("--max-answer-tokens", type=int, default=128, help="as in the shipped build config (default 128)")
+    parser.add_argument("--max-query-tokens", type=int, default=256, help="as in the shipped build config (default 256)")
+    parser.add_argument("--http-calls", type=int, default=16)
+    parser.add_argument("--skip-batching", action="store_true", help="only measure the HTTP overhead")
+    args = parser.parse_args()
+
+    import polars as pl
+
+    from data_tools.simulation.pipeline import SimulationConfig
+    from data_tools.simulation.roles import roles_from_table
+    from ditto_jax.generation import Engine
+    from ditto_jax.loader import load_model
+
+    if args.characters:
+        table = pl.read_parquet(args.characters)
+    else:
+        from data_tools.characters.build import characters_from_sample
+        from data_tools.characters.config import CharactersConfig
+
+        table = characters_from_sample(CharactersConfig(languages=("en", "zh"), profile_chars=1500))
+    everyone = roles_from_table(table, source=str(args.characters or "built-in sample"))
+    roles = everyone[: args.limit]
+    model, bundle = load_model("smollm2")
+    engine = Engine(model, bundle, max_batch=16)
+    config = dict(turns=args.turns, questions_per_pair=args.questions_per_pair, max_query_tokens=args.max_query_tokens, max_answer_tokens=args.max_answer_tokens)
+
+    if not args.skip_batching:
+        with tempfile.TemporaryDirectory() as tmp:
+            rates = {}
+            for label, batch in (("on", args.batch), ("off", 1)):
+                warm = SimulationConfig(seed=1, **config)  # another seed: compiles the shapes, leaves the timed calls uncached
+                simulate_once(engine, roles, everyone, batch, warm, Path(tmp))
+                seconds, turns = simulate_once(engine, roles, everyone, batch, SimulationConfig(seed=0, **config), Path(tmp))
+                rates[label] = turns / (seconds / 60)
+                print(f"batching {label:3} (batch {batch}): {turns} turns in {seconds:.1f}s = {rates[label]:.1f} turns/min", flush=True)
+        print(f"simulate end-to-end, {len(roles)} characters x {args.turns} turns: batching on {rates['on']:.1f} turns/min, "
+              f"off {rates['off']:.1f} turns/min, ratio {rates['on'] / rates['off']:.2f}x")
+
+    http_s, bare_s = http_overhead(engine, bundle, args.http_calls, max_tokens=16)
+    print(f"per call (median of {args.http_calls}, 16 new tokens): HTTP client+server {http_s * 1000:.1f} ms, bare engine "
+          f"{bare_s * 1000:.1f} ms, overhead {(http_s - bare_s) * 1000:.1f} ms/call, ratio {http_s / bare_s:.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
