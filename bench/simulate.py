@@ -99,7 +99,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8, help="requests per engine call with batching on (default 8)")
     parser.add_argument("--max-answer-tokens", type=int, default=128, help="as in the shipped build config (default 128)")
     parser.add_argument("--max-query-tokens", type=int, default=256, help="as in the shipped build config (default 256)")
-    parser.add_argument("--http-calls", type=int, default=16)
+    parser.add_argument("--http-calls", type=int, default=32)
+    parser.add_argument("--http-tokens", type=int, default=2, help="new tokens per call in the HTTP comparison (default 2)")
     parser.add_argument("--skip-batching", action="store_true", help="only measure the HTTP overhead")
     args = parser.parse_args()
 
@@ -135,8 +136,9 @@ def main() -> int:
         print(f"simulate end-to-end, {len(roles)} characters x {args.turns} turns: batching on {rates['on']:.1f} turns/min, "
               f"off {rates['off']:.1f} turns/min, ratio {rates['on'] / rates['off']:.2f}x")
 
-    http_s, bare_s = http_overhead(engine, bundle, args.http_calls, max_tokens=16)
-    print(f"per call (median of {args.http_calls}, 16 new tokens): HTTP client+server {http_s * 1000:.1f} ms, bare engine "
+    # Few new tokens per call, so the engine's share is small and the HTTP path's own cost shows.
+    http_s, bare_s = http_overhead(engine, bundle, args.http_calls, max_tokens=args.http_tokens)
+    print(f"per call (median of {args.http_calls}, {args.http_tokens} new tokens): HTTP client+server {http_s * 1000:.1f} ms, bare engine "
           f"{bare_s * 1000:.1f} ms, overhead {(http_s - bare_s) * 1000:.1f} ms/call, ratio {http_s / bare_s:.3f}x")
     return 0
 
