@@ -140,17 +140,16 @@ def test_max_new_tokens_and_stop_strings(tiny_engine):
     assert cut.token_ids == full.token_ids[: cut.completion_tokens]
 
 
-def test_repetition_penalty_matches_a_full_forward_reference(tiny_engine, smollm2):
+@pytest.fixture(scope="module")
+def reference_greedy(smollm2):
+    """Greedy tokens from the model's own full forward pass (no cache) and the HF penalty rule in NumPy."""
     _, bundle = smollm2
-    messages = [{"role": "user", "content": "Say something."}]
-    steps = 10
     model = init_model(tiny_config(vocab_size=bundle.tokenizer.get_vocab_size(), max_position_embeddings=1024), seed=3)
     forward = nnx.jit(lambda m, tokens, segments: m(tokens, jnp.arange(tokens.shape[1])[None], segments)[0])
-    prompt = list(bundle.encode_chat(messages))
 
-    def reference(penalty):
-        """The model's full forward pass (no cache; right padding is causal-safe) and the HF rule in NumPy."""
-        ids, width = list(prompt), 64
+    def run(messages, steps, penalty=1.0):
+        prompt = list(bundle.encode_chat(messages))
+        ids, width = list(prompt), -(-(len(prompt) + steps) // 128) * 128  # right padding is causal-safe
         for _ in range(steps):
             tokens = np.zeros((1, width), np.int32)
             tokens[0, : len(ids)] = ids
@@ -161,13 +160,28 @@ def test_repetition_penalty_matches_a_full_forward_reference(tiny_engine, smollm
             ids.append(int(np.argmax(row)))
         return ids[len(prompt) :]
 
+    return run
+
+
+def test_repetition_penalty_matches_a_full_forward_reference(tiny_engine, reference_greedy):
+    messages = [{"role": "user", "content": "Say something."}]
+    steps = 10
     # > 1 discourages repeats; < 1 favours them (same HF rule), which on a random model surely changes the output.
     for penalty in (1.5, 0.5):
         got = tiny_engine.generate([GenerationRequest(messages, max_new_tokens=steps, temperature=0, repetition_penalty=penalty)])[0]
-        assert list(got.token_ids) == reference(penalty)
+        assert list(got.token_ids) == reference_greedy(messages, steps, penalty)
     plain = tiny_engine.generate([GenerationRequest(messages, max_new_tokens=steps, temperature=0)])[0]
-    assert list(plain.token_ids) == reference(1.0)
+    assert list(plain.token_ids) == reference_greedy(messages, steps)
     assert list(got.token_ids) != list(plain.token_ids)
+
+
+def test_long_prompts_prefill_in_chunks(tiny_engine, reference_greedy):
+    """A prompt past one 256-token prefill chunk, batched with a short one, still matches the full forward pass."""
+    long_messages = [{"role": "user", "content": " ".join(f"word{i}" for i in range(200))}]
+    short_messages = [{"role": "user", "content": "Short."}]
+    got = tiny_engine.generate([GenerationRequest(m, max_new_tokens=6, temperature=0) for m in (long_messages, short_messages)])
+    assert got[0].prompt_tokens > 300  # two chunks, the first partly padding
+    assert [list(c.token_ids) for c in got] == [reference_greedy(long_messages, 6), reference_greedy(short_messages, 6)]
 
 
 def test_rows_do_not_depend_on_their_batch(tiny_engine):
