@@ -1,0 +1,1 @@
+"""The SFT trainer behind `ditto-jax train` (config, data, sharded step, checkpoints, run loop)."""
