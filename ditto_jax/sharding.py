@@ -99,6 +99,10 @@ def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(*spec))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
 def constrain(x: jax.Array, logical: tuple[str | None, ...]) -> jax.Array:
     """Pin an activation's sharding by logical axes; does nothing outside a mesh (`jax.set_mesh`)."""
     mesh = jax.sharding.get_abstract_mesh()

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ditto_jax.sharding import batch_sharding, tree_shardings
+from ditto_jax.sharding import batch_sharding, replicated, tree_shardings
 from ditto_jax.train.config import TrainConfig
 from ditto_jax.train.loss import lm_loss_sums
 
@@ -130,7 +130,8 @@ def make_train_step(
     if mesh is None:
         return jax.jit(step, donate_argnums=(0,))
     batch_spec = {c: batch_sharding(mesh, 3, 1) for c in BATCH_COLUMNS}
-    return jax.jit(step, in_shardings=(state_sharding, batch_spec), out_shardings=(state_sharding, None), donate_argnums=(0,))
+    # Metrics replicated, so every process can read them.
+    return jax.jit(step, in_shardings=(state_sharding, batch_spec), out_shardings=(state_sharding, replicated(mesh)), donate_argnums=(0,))
 
 
 def make_eval_step(graphdef: nnx.GraphDef, *, mesh=None, params_sharding=None) -> Callable[[Any, dict], tuple[jax.Array, jax.Array]]:
@@ -142,4 +143,4 @@ def make_eval_step(graphdef: nnx.GraphDef, *, mesh=None, params_sharding=None) -
     if mesh is None:
         return jax.jit(evaluate)
     batch_spec = {c: batch_sharding(mesh, 2, 0) for c in BATCH_COLUMNS}
-    return jax.jit(evaluate, in_shardings=(params_sharding, batch_spec))
+    return jax.jit(evaluate, in_shardings=(params_sharding, batch_spec), out_shardings=replicated(mesh))
