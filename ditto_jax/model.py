@@ -26,6 +26,7 @@ from flax import nnx
 
 from ditto_jax.attention import _MASK_VALUE, IMPLEMENTATIONS, attend, masked_attention  # noqa: F401 (_MASK_VALUE: generation)
 from ditto_jax.config import ModelConfig, rope_inv_freq
+from ditto_jax.sharding import ACT_BTD, constrain
 from ditto_native import DittoError
 
 REMAT_POLICIES = ("none", "full", "save-matmuls")
@@ -177,7 +178,8 @@ class CausalLM(nnx.Module):
         cfg = self.cfg
         if segment_ids_bt is None:
             segment_ids_bt = jnp.ones_like(tokens_bt)
-        x = self.embed_vd[...][tokens_bt].astype(self.dtype)  # [B, T, D]
+        # Rows stay split over the data-parallel devices between layers (a no-op without a mesh).
+        x = constrain(self.embed_vd[...][tokens_bt].astype(self.dtype), ACT_BTD)  # [B, T, D]
         inv_freq = jnp.asarray(rope_inv_freq(cfg))  # a compile-time constant, not a weight
         layer, impl = self._layer_fn(), self.attention
 
@@ -186,7 +188,7 @@ class CausalLM(nnx.Module):
 
         def body(x, p):
             x, _ = layer(cfg, p, x, positions_bt, inv_freq, self_attention)
-            return x, None
+            return constrain(x, ACT_BTD), None
 
         x, _ = jax.lax.scan(body, x, self.layers.arrays())
         return rms_norm(x, self.final_norm_d[...], cfg.rms_norm_eps)

@@ -46,6 +46,8 @@ LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
     "act_embed": None,
 }
 
+ACT_BTD = ("batch", "seq", "act_embed")  # the residual stream [B, T, D]
+
 
 def make_mesh(sizes: Mapping[str, int], devices=None) -> Mesh:
     """A (data, fsdp, tensor) mesh; `sizes` must multiply to the device count."""
