@@ -208,7 +208,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
                 }
                 last = step == total
                 if (last or (cfg.eval_every and step % cfg.eval_every == 0)) and shards.heldout.num_rows:
-                    heldout = record["heldout_loss"] = _heldout_loss(eval_step, state["params"], shards, mesh, per_pass)
+                    heldout = record["heldout_loss"] = heldout_loss(eval_step, state["params"], shards, mesh, per_pass)
                 if primary and (step % cfg.log_every == 0 or "heldout_loss" in record or last):
                     append_metrics(out, record)
                     if "heldout_loss" in record or last:
@@ -236,7 +236,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     return RunSummary(step, total, loss, heldout, stop["requested"])
 
 
-def _heldout_loss(eval_step, params, shards: Shards, mesh, per_pass: int) -> float:
+def heldout_loss(eval_step, params, shards: Shards, mesh, per_pass: int) -> float:
     """Mean loss per counted target over all of heldout/, each process reading its rows."""
     split, seq_len = shards.heldout, shards.seq_len
     sharding = batch_sharding(mesh, 2, 0)
