@@ -218,7 +218,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
                 if step == term_after_step:
                     os.kill(os.getpid(), signal.SIGTERM)
                 if step % cfg.save_every == 0 or last or stop["requested"]:
-                    trainer = {"step": step, "rows_consumed": rows_consumed, "seed": cfg.seed, "global_batch": cfg.global_batch}
+                    # The data position: the stream is a pure function of (seed, epoch), so this is its whole state.
+                    trainer = {
+                        "step": step, "rows_consumed": rows_consumed, "epoch": rows_consumed // shards.train.num_rows,
+                        "seed": cfg.seed, "global_batch": cfg.global_batch,
+                    }
                     ckpts.save(step, state, trainer, files)
                     if step == kill_after_save:
                         ckpts.wait()
