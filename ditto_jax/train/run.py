@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,19 +68,18 @@ def _say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _model_source(cfg: TrainConfig, ckpts: RunCheckpoints) -> tuple[ModelConfig, TokenizerBundle, Any | None]:
-    """Architecture and tokenizer: from the run's own checkpoints when resuming, else from `model`.
-
-    Returns the loaded weights too when they come from `model` (None on resume,
-    where the checkpoint restore supplies them).
-    """
+def _run_model(ckpts: RunCheckpoints) -> tuple[ModelConfig, TokenizerBundle] | None:
+    """Architecture and tokenizer of a run being resumed, from its own newest checkpoint."""
     for step in reversed(ckpts.steps()):
         folder = ckpts.directory / str(step) / MODEL
         if (folder / CONFIG_FILE).is_file():
-            return read_hf_config(folder)[1], tokenizer_from_hf_dir(folder), None
-    ref = resolve_model_ref(cfg.model)
-    model, bundle = ref.load_model(dtype=_DTYPES[cfg.param_dtype])
-    return model.cfg, bundle, model
+            return read_hf_config(folder)[1], tokenizer_from_hf_dir(folder)
+    return None
+
+
+def _load_start_model(cfg: TrainConfig):
+    """The weights a fresh run starts from: any model reference, in param_dtype."""
+    return resolve_model_ref(cfg.model).load_model(dtype=_DTYPES[cfg.param_dtype])
 
 
 def _configure(model, cfg: TrainConfig, attention: str) -> None:
@@ -104,7 +104,14 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     primary = jax.process_index() == 0
     shards = open_shards(cfg.data)
     ckpts = RunCheckpoints(out / CHECKPOINTS, keep=cfg.keep)
-    model_cfg, bundle, loaded = _model_source(cfg, ckpts)
+    # On resume the architecture comes from the run's checkpoint; the weights come with the restore.
+    found = _run_model(ckpts)
+    loaded = None
+    if found is None:
+        loaded, bundle = _load_start_model(cfg)
+        model_cfg = loaded.cfg
+    else:
+        model_cfg, bundle = found
     check_manifest(shards.manifest, bundle, model_cfg, shards.path, seq_len=cfg.seq_len)
     seq_len = shards.seq_len
 
@@ -150,7 +157,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
         _say(f"resuming from {ckpts.directory / str(start)} (step {start}, {rows_consumed} rows consumed)")
     else:
         if loaded is None:  # every checkpoint of the run was unreadable: start over from `model`
-            model_cfg, bundle, loaded = _model_source(cfg, RunCheckpoints(out / "none", keep=1))
+            loaded, _ = _load_start_model(cfg)
         params = _place(nnx.to_pure_dict(nnx.state(loaded, nnx.Param)), shardings["params"])
         del loaded
         init = jax.jit(lambda p: init_state(p, tx), out_shardings=shardings)
@@ -185,7 +192,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     _say(f"MFU peak: {peak / 1e12:.2f} TFLOP/s per device ({peak_source})")
 
     stop = {"requested": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    # Preemption arrives as SIGTERM; Python delivers signals to the main thread only.
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True)) if on_main else None
     kill_after_save = int(os.environ.get("DITTO_TEST_KILL_AFTER_SAVE", "0") or 0)
     term_after_step = int(os.environ.get("DITTO_TEST_SIGTERM_AFTER_STEP", "0") or 0)
     bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr, disable=not (progress and primary), dynamic_ncols=True)
@@ -233,7 +242,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
                 t_prev = time.time()
     finally:
         bar.close()
-        signal.signal(signal.SIGTERM, previous)
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
         ckpts.close()
     if primary and stop["requested"]:
         plot_loss(out)
