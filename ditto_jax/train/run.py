@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     tx, schedule = make_optimizer(cfg, total)
 
     # Refuse what cannot fit before anything large is placed or compiled.
-    attention = resolve_impl(cfg.attention, seq_len)
+    attention = resolve_impl(cfg.attention, seq_len, dtype=compute_dtype(cfg))
     estimate = memory_lib.estimate_memory(
         model_cfg, seq_len=seq_len, micro_batch=cfg.micro_batch, param_dtype=_DTYPES[cfg.param_dtype],
         compute_dtype=compute_dtype(cfg), remat=cfg.remat, attention=attention,
