@@ -13,7 +13,6 @@ Test-only hooks (environment variables, never set in normal use):
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import signal
 import sys
@@ -37,7 +36,7 @@ from ditto_jax.tokenizer import TokenizerBundle, tokenizer_from_hf_dir
 from ditto_jax.train import flops as flops_lib
 from ditto_jax.train import memory as memory_lib
 from ditto_jax.train.checkpoint import ModelFiles, RunCheckpoints
-from ditto_jax.train.config import TrainConfig, accumulation_steps, resolve_mesh_shape
+from ditto_jax.train.config import TrainConfig, accumulation_steps, resolve_mesh_shape, total_steps
 from ditto_jax.train.data import COLUMNS, Shards, TrainStream, check_manifest, empty_rows, local_rows, open_shards
 from ditto_jax.train.metrics import append_metrics, plot_loss
 from ditto_jax.train.run_dir import CHECKPOINTS, CONFIG_FILE, MODEL, RUN_CONFIG
@@ -119,7 +118,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     data_parallel = mesh_sizes["data"] * mesh_sizes["fsdp"]
     accum = accumulation_steps(cfg, data_parallel)
     per_pass = cfg.micro_batch * data_parallel
-    total = cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * shards.train.num_rows / cfg.global_batch))
+    total = total_steps(cfg, shards.train.num_rows)
     tx, schedule = make_optimizer(cfg, total)
 
     # Refuse what cannot fit before anything large is placed or compiled.
