@@ -149,6 +149,12 @@ def prompt_tokens(bundle, vocab: int) -> np.ndarray:
     return np.asarray([ids])
 
 
+def run_cli(capsys, *args) -> tuple[int, str]:
+    capsys.readouterr()  # drop what fixtures printed (transformers' save progress)
+    code = main(["export", *map(str, args)])
+    return code, capsys.readouterr().err.strip()
+
+
 # ---- tiny sources: a random model of each family plus a small trained tokenizer --------------------
 
 
@@ -377,8 +383,7 @@ def test_gguf_mistral_is_written_as_llama(tiny_source, tmp_path):
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])
 def test_gguf_refuses_other_families_in_one_line(tiny_source, tmp_path, capsys, family):
     _, src = tiny_source(family)
-    code = main(["export", "--model", str(src), "--out", str(tmp_path / "x.gguf"), "--format", "gguf"])
-    err = capsys.readouterr().err.strip()
+    code, err = run_cli(capsys, "--model", src, "--out", tmp_path / "x.gguf", "--format", "gguf")
     assert code == 2 and "\n" not in err and "llama architecture" in err and family in err
     assert not (tmp_path / "x.gguf").exists() and not list(tmp_path.glob(".*partial"))
 
@@ -436,11 +441,6 @@ def test_smollm2_gguf_float16(smollm2, smollm2_gguf_f16, hf_smollm2_tokenizer):
 
 
 # ---- bad input ---------------------------------------------------------------------------------------
-
-
-def run_cli(capsys, *args) -> tuple[int, str]:
-    code = main(["export", *map(str, args)])
-    return code, capsys.readouterr().err.strip()
 
 
 def test_bad_input_gives_one_line_errors(tiny_source, tmp_path, capsys):
