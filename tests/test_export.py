@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import ml_dtypes
@@ -19,6 +23,7 @@ import pytest
 import torch
 import transformers
 from flax import nnx
+from safetensors.numpy import load_file
 from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
@@ -33,10 +38,11 @@ from ditto_jax.loader import load_model, resolve_model_ref
 from ditto_jax.tokenizer import GGUF_PRE_SPLITS, end_of_turn_id, load_tokenizer
 from ditto_jax.weights import table
 from ditto_jax.weights.gguf import open_gguf
-from ditto_jax.weights.hf import INDEX_FILE
+from ditto_jax.weights.hf import INDEX_FILE, export_hf
 from ditto_jax.weights.table import LLAMA_FAMILY
 from ditto_native import DittoError
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_TOL = 1e-4  # float32 logits, tiny models
 SMOL_TOL = 1e-3  # float32 logits, SmolLM2
 GREEDY_TOKENS = 32
@@ -505,3 +511,36 @@ def test_model_card_summarises_the_run(tmp_path):
                      "clean.parquet", "| lr | `2e-05` |", "| mesh.fsdp | `-1` |", "| ditto | 0.81 |", "2401.12474", "- zh"):
         assert expected in card, expected
     assert find_run(tmp_path / "shards") is None
+
+
+SHARDED_EXPORT = """
+import sys
+import jax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from ditto_jax.loader import load_model
+from ditto_jax.weights.hf import export_hf
+
+assert len(jax.devices()) == 8, jax.devices()
+model, bundle = load_model(sys.argv[1])
+mesh = Mesh(jax.devices(), ("x",))
+state = nnx.state(model, nnx.Param)
+# Split every parameter's last axis over the 8 devices, as an fsdp/tensor layout would.
+sharded = jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, P(*[None] * (a.ndim - 1), "x"))), state)
+nnx.update(model, sharded)
+assert not model.layers.wq_ldh[...].sharding.is_fully_replicated
+export_hf(model, bundle, sys.argv[2])
+"""
+
+
+def test_sharded_parameters_export_the_same_bytes(tiny_source, tmp_path):
+    """Parameters spread over 8 devices are gathered per tensor into the same files."""
+    _, src = tiny_source("llama")
+    model, bundle = load_model(str(src))
+    export_hf(model, bundle, tmp_path / "single")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", SHARDED_EXPORT, str(src), str(tmp_path / "sharded")], check=True, env=env, cwd=REPO)
+    single, sharded = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "sharded" / "model.safetensors")
+    assert single.keys() == sharded.keys()
+    for key in single:
+        np.testing.assert_array_equal(single[key], sharded[key], err_msg=key)
