@@ -391,7 +391,7 @@ def test_gguf_refuses_other_families_in_one_line(tiny_source, tmp_path, capsys, 
     _, src = tiny_source(family)
     code, err = run_cli(capsys, "--model", src, "--out", tmp_path / "x.gguf", "--format", "gguf")
     assert code == 2 and "\n" not in err and "llama architecture" in err and family in err
-    assert not (tmp_path / "x.gguf").exists() and not list(tmp_path.glob(".*partial"))
+    assert not (tmp_path / "x.gguf").exists() and not list(tmp_path.glob(".*tmp"))
 
 
 # ---- SmolLM2: one export per format ------------------------------------------------------------------

@@ -3,17 +3,17 @@
     export_model("runs/ditto/checkpoints/300", "ditto-hf")                       # HF directory
     export_model("smollm2", "smollm2.q8_0.gguf", fmt="gguf", dtype="q8_0")         # GGUF file
 
-The output is written beside its final path and moved into place when complete,
-so an interrupted export never leaves a directory or file that looks finished.
+The output is written beside its final path and moved into place when complete
+(`atomic_io.atomic_path`), so an interrupted export never leaves a directory or
+file that looks finished, and --force replaces the old output in one rename.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import jax.numpy as jnp
 
+from ditto_jax.atomic_io import atomic_path
 from ditto_jax.config import SUPPORTED_MODEL_TYPES
 from ditto_jax.export.gguf_file import GGUF_DTYPES, check_gguf_model, write_gguf
 from ditto_jax.export.model_card import ModelCardInputs, find_run, model_card
@@ -116,17 +116,11 @@ def export_model(
     if fmt == "gguf":
         check_gguf_model(model)  # before any writing
 
-    partial = out.with_name(f".{out.name}.partial")
-    _remove(partial)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_path(out) as partial:
         if fmt == "hf":
             _write_hf_dir(model, bundle, partial, resolved=resolved, name=out.name, dtype=dtype, max_shard_bytes=max_shard_bytes, progress=progress)
         else:
             write_gguf(model, bundle, partial, dtype=dtype, name=out.stem, progress=progress)
-        _replace(partial, out)
-    finally:
-        _remove(partial)
     return out
 
 
@@ -138,24 +132,3 @@ def _write_hf_dir(model, bundle, out: Path, *, resolved: ResolvedRef, name: str,
         run=find_run(resolved.path),
     )
     (out / "README.md").write_text(model_card(card), encoding="utf-8")
-
-
-def _replace(partial: Path, out: Path) -> None:
-    """Move the finished export into place, replacing what --force allowed to be replaced."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        _remove(old)
-        os.replace(out, old)
-        os.replace(partial, out)
-        _remove(old)
-    else:
-        os.replace(partial, out)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
