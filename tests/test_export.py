@@ -446,6 +446,80 @@ def test_smollm2_gguf_float16(smollm2, smollm2_gguf_f16, hf_smollm2_tokenizer):
         assert hf_tok(text, add_special_tokens=False)["input_ids"] == ids == hf_smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+# ---- a training checkpoint, trained for a few steps in this session -----------------------------------
+
+REPORT = "| model | consistency | knowledge | rejection |\n|---|---|---|---|\n| tiny-ditto | 0.25 | 1.0 | 0.5 |\n"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_source, tmp_path_factory):
+    """(run directory, base model directory): the tiny llama fine-tuned for 2 steps on
+    sessions tokenized by `ditto-data tokenize`, with an evaluation report beside it."""
+    from data_tools.tokenize import TokenizeConfig, load_tokenizer_source, tokenize_file
+    from dialogue_fixtures import make_sessions, write_sessions
+    from ditto_jax.train.config import config_from_dict
+    from ditto_jax.train.run import train
+
+    _, src = tiny_source("llama")
+    root = tmp_path_factory.mktemp("run")
+    clean = write_sessions(root / "clean.parquet", make_sessions(30, seed=3, turns=1))
+    shards = root / "shards"
+    tokenize_file(clean, load_tokenizer_source(str(src)), shards, TokenizeConfig(seq_len=256, heldout_fraction=0.2), progress=False)
+    out = root / "run"
+    cfg = config_from_dict(dict(
+        model=str(src), data=str(shards), out=str(out), steps=2, global_batch=2, micro_batch=1, lr=1e-2, warmup_ratio=0.0,
+        save_every=2, eval_every=2, keep=1, compute_dtype="float32", attention="dense", mesh={"data": 1, "fsdp": 1, "tensor": 1},
+    ))
+    train(cfg, progress=False)
+    (out / "eval").mkdir()
+    (out / "eval" / "report.md").write_text(REPORT, encoding="utf-8")
+    return out, src
+
+
+def test_checkpoint_hf_export(trained_run, tmp_path):
+    run, src = trained_run
+    model, bundle = load_model(str(run))
+    base, _ = load_model(str(src))
+    assert any(not np.array_equal(a, b) for a, b in zip(params(model).values(), params(base).values()))  # it trained
+
+    out = export_model(str(run), tmp_path / "hf")
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    tokens = prompt_tokens(bundle, model.cfg.vocab_size)
+    diff = np.abs(torch_logits(exported, tokens) - our_logits(model, tokens)).max()
+    assert diff <= TINY_TOL, f"max abs logit diff {diff:.3g}"
+    assert tokenizer.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True) == bundle.render(PROMPT)
+    assert greedy_torch(exported, tokenizer, PROMPT) == greedy_ours(model, bundle, PROMPT)
+    assert_same_params(model, load_model(str(out))[0])
+
+    # The card: base model, data from the shard manifest, settings from config.toml, the report.
+    card = (out / "README.md").read_text()
+    manifest = json.loads((run.parent / "shards" / "manifest.json").read_text())
+    train = manifest["splits"]["train"]
+    assert set(manifest["languages"]) == {"en", "zh"}
+    for expected in (
+        f"fine-tuned from `{src}`", "(step 2)", f"| train | {train['num_segments']:,} | {train['num_rows']:,} | {train['real_tokens']:,} |",
+        ", ".join(f"{lang} {n:,}" for lang, n in manifest["languages"].items()), "clean.parquet", "| lr | `0.01` |",
+        "| steps | `2` |", "| tiny-ditto | 0.25 | 1.0 | 0.5 |", "- en", "2401.12474",
+    ):
+        assert expected in card, expected
+
+
+def test_checkpoint_gguf_export(trained_run, tmp_path):
+    run, _ = trained_run
+    model, bundle = load_model(str(run / "checkpoints" / "2"))
+    path = export_model(str(run / "checkpoints" / "2"), tmp_path / "run.gguf", fmt="gguf")
+    again, again_bundle = load_model(str(path))
+    assert_same_params(model, again)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    tokens = prompt_tokens(bundle, model.cfg.vocab_size)
+    diff = np.abs(torch_logits(hf, tokens) - our_logits(model, tokens)).max()
+    assert diff <= TINY_TOL, f"max abs logit diff {diff:.3g}"
+    for text in TEXTS + [bundle.render(CONVERSATION)]:
+        assert again_bundle.encode(text) == bundle.encode(text)
+    assert again_bundle.render(CONVERSATION) == bundle.render(CONVERSATION)
+
+
 # ---- bad input ---------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,9 @@ from ditto_jax.export.model_card import ModelCardInputs, find_run, model_card
 from ditto_jax.loader import ResolvedRef, resolve_model_ref
 from ditto_jax.model import CausalLM
 from ditto_jax.tokenizer import TokenizerBundle, end_of_turn_id
-from ditto_jax.weights.hf import DEFAULT_MAX_SHARD_BYTES, EXPORT_DTYPES, checkpoint_files, export_hf, open_safetensors
+from ditto_jax.train.run_dir import MODEL
+from ditto_jax.weights.gguf import open_gguf
+from ditto_jax.weights.hf import DEFAULT_MAX_SHARD_BYTES, EXPORT_DTYPES, checkpoint_files, export_hf, open_safetensors, read_hf_config
 from ditto_native import DittoError
 
 FORMATS = ("hf", "gguf")
@@ -48,27 +50,26 @@ def check_output(out: Path, force: bool) -> None:
         raise DittoError(f"{out} already exists and is not empty; pass --force to replace it")
 
 
-def source_dtype(resolved: ResolvedRef, model: CausalLM | None = None) -> str:
+def source_dtype(resolved: ResolvedRef) -> str:
     """The dtype the source stores its parameters in: the export's default.
 
     HF directories: the embedding's safetensors dtype. GGUF files: float16 or
     bfloat16 when every matrix is stored so, else float32 (quantized matrices
-    dequantize to float32). Anything else: the loaded model's parameter dtype.
+    dequantize to float32). Training checkpoints: the `torch_dtype` their
+    model config records (the run's param_dtype).
     """
     if resolved.kind == "hf":
         with open_safetensors(checkpoint_files(resolved.path)) as entries:
             embed = entries.get("model.embed_tokens.weight")
-            if embed is not None and embed.dtype in _PARAM_DTYPES:
-                return embed.dtype
-        return "float32"
+            return embed.dtype if embed is not None and embed.dtype in _PARAM_DTYPES else "float32"
     if resolved.kind == "gguf":
-        from ditto_jax.weights.gguf import open_gguf
-
         types = {t.tensor_type.name for t in open_gguf(resolved.path).tensors if len(t.shape) >= 2}
         return {"F16": "float16", "BF16": "bfloat16"}.get(types.pop(), "float32") if len(types) == 1 else "float32"
-    if model is not None:
-        return jnp.dtype(model.embed_vd[...].dtype).name
-    return "float32"
+    if resolved.kind == "checkpoint":
+        hf, _ = read_hf_config(resolved.path / MODEL)
+        stored = hf.get("torch_dtype") or hf.get("dtype")
+        return stored if stored in _PARAM_DTYPES else "float32"
+    raise DittoError(f"{resolved.ref}: cannot export a {resolved.kind} source")
 
 
 def generation_config(model: CausalLM, bundle: TokenizerBundle) -> dict:

@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ditto_jax.train.run_dir import CHECKPOINTS, RUN_CONFIG
 from ditto_native import DittoError
 
 # The Ditto paper, the method this toolkit implements.
@@ -72,9 +73,9 @@ def find_run(path: Path) -> RunInfo | None:
     path = Path(path)
     step = None
     root = path
-    if path.parent.name == "checkpoints" and path.name.isdigit():
+    if path.parent.name == CHECKPOINTS and path.name.isdigit():
         root, step = path.parent.parent, int(path.name)
-    config_path = root / "config.toml"
+    config_path = root / RUN_CONFIG
     if not config_path.is_file():
         return None
     try:
