@@ -72,6 +72,12 @@ CORPUS = [
 # ---- helpers -------------------------------------------------------------------------------
 
 
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def our_logits(model, tokens: np.ndarray) -> np.ndarray:
     positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
     logits, _ = model(jnp.asarray(tokens), jnp.asarray(positions))
@@ -231,6 +237,7 @@ def test_hf_export_round_trip(tiny_source, tmp_path, family):
     index = json.loads((out / INDEX_FILE).read_text())
     assert len(set(index["weight_map"].values())) > 2
     assert all((out / name).is_file() for name in set(index["weight_map"].values()))
+    assert all((p.stat().st_mode & 0o044) == (0o644 & ~umask()) & 0o044 for p in out.glob("*.safetensors"))  # not owner-only
     eot = end_of_turn_id(bundle)
     assert eot is not None and bundle.tokenizer.id_to_token(eot) in {"<|eot_id|>", "</s>", "<|im_end|>"}
     generation = json.loads((out / "generation_config.json").read_text())

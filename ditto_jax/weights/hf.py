@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,9 @@ def export_hf(
                 tensors[key] = cast_weights(entries[key].load(), np_dtype, key)
                 bar.update(1)
             save_file(tensors, str(out / name), metadata=metadata)
+            # safetensors creates its files owner-only (0600); give them the mode every other
+            # file gets, so that a server running as another user can read a shared export.
+            os.chmod(out / name, 0o666 & ~_umask())
     if len(shards) > 1:
         weight_map = {key: name for keys, name in zip(shards, names) for key in keys}
         index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": dict(sorted(weight_map.items()))}
@@ -159,6 +163,12 @@ def export_hf(
     if tokenizer_bundle is not None:
         tokenizer_bundle.save(out)
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def cast_weights(value: np.ndarray, dtype: np.dtype, key: str) -> np.ndarray:
