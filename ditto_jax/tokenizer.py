@@ -300,7 +300,7 @@ def gguf_vocab(bundle: TokenizerBundle, vocab_size: int) -> GGUFVocab:
     if spec.get("normalizer") is not None:
         raise DittoError(f"{where}: GGUF cannot express its normalizer ({spec['normalizer'].get('type')})")
     if model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix") or model.get("dropout"):
-        raise DittoError(f"{where}: GGUF cannot express its BPE options (byte_fallback, subword prefix/suffix or dropout)")
+        raise DittoError(f"{where}: SentencePiece-style BPE (byte_fallback, subword prefix/suffix or dropout) is not supported for GGUF export; only byte-level BPE is")
     pre = _gguf_pre_name(spec.get("pre_tokenizer"), where)
 
     vocab = bundle.tokenizer.get_vocab(with_added_tokens=True)

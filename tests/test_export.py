@@ -401,6 +401,21 @@ def test_gguf_refuses_other_families_in_one_line(tiny_source, tmp_path, capsys, 
     assert not (tmp_path / "x.gguf").exists() and not list(tmp_path.glob(".*tmp"))
 
 
+def test_gguf_refuses_what_llama_gguf_cannot_express(make_tiny_hf, shared_dir, tmp_path, capsys):
+    """Llama 3.1 RoPE scaling (a rope_freqs tensor the importer refuses) and a SentencePiece-style tokenizer."""
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    _, scaled = make_tiny_hf("llama", tie_word_embeddings=False, rope_scaling=rope)
+    code, err = run_cli(capsys, "--model", scaled, "--out", tmp_path / "a.gguf", "--format", "gguf")
+    assert code == 2 and "\n" not in err and "rope_scaling 'llama3' cannot be written" in err
+
+    _, spm = make_tiny_hf("mistral", tie_word_embeddings=False)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(shared_dir / "tokenizers" / "mistral-instruct" / name, spm / name)
+    code, err = run_cli(capsys, "--model", spm, "--out", tmp_path / "b.gguf", "--format", "gguf")
+    assert code == 2 and "\n" not in err and "SentencePiece-style BPE" in err
+    assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*tmp"))
+
+
 # ---- SmolLM2: one export per format ------------------------------------------------------------------
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import jax.numpy as jnp
 
 from ditto_jax.atomic_io import atomic_path
-from ditto_jax.config import SUPPORTED_MODEL_TYPES
-from ditto_jax.export.gguf_file import GGUF_DTYPES, check_gguf_model, write_gguf
+from ditto_jax.config import SUPPORTED_MODEL_TYPES, ModelConfig
+from ditto_jax.export.gguf_file import GGUF_DTYPES, check_gguf_config, write_gguf
 from ditto_jax.export.model_card import ModelCardInputs, find_run, model_card
 from ditto_jax.loader import ResolvedRef, resolve_model_ref
 from ditto_jax.model import CausalLM
 from ditto_jax.tokenizer import TokenizerBundle, end_of_turn_id
 from ditto_jax.train.run_dir import MODEL
-from ditto_jax.weights.gguf import open_gguf
+from ditto_jax.weights.gguf import hf_config_from_gguf, open_gguf
 from ditto_jax.weights.hf import DEFAULT_MAX_SHARD_BYTES, EXPORT_DTYPES, checkpoint_files, export_hf, open_safetensors, read_hf_config
 from ditto_native import DittoError
 
@@ -72,6 +72,18 @@ def source_dtype(resolved: ResolvedRef) -> str:
     raise DittoError(f"{resolved.ref}: cannot export a {resolved.kind} source")
 
 
+def source_config(resolved: ResolvedRef) -> ModelConfig:
+    """The source's model config, read without loading any weights."""
+    if resolved.kind == "hf":
+        return read_hf_config(resolved.path)[1]
+    if resolved.kind == "checkpoint":
+        return read_hf_config(resolved.path / MODEL)[1]
+    if resolved.kind == "gguf":
+        hf = hf_config_from_gguf(open_gguf(resolved.path), resolved.path)
+        return ModelConfig.from_hf_config(hf, source=str(resolved.path))
+    raise DittoError(f"{resolved.ref}: cannot export a {resolved.kind} source")
+
+
 def generation_config(model: CausalLM, bundle: TokenizerBundle) -> dict:
     """generation_config.json: stop on eos and on the chat template's end-of-turn token."""
     cfg = model.cfg
@@ -108,14 +120,14 @@ def export_model(
     if fmt == "gguf" and out.is_dir():
         raise DittoError(f"{out}: is a directory; --format gguf writes one file (for example {out / 'model.gguf'})")
 
+    if fmt == "gguf":
+        check_gguf_config(source_config(resolved))  # refuse before loading any weights
     stored = source_dtype(resolved)
     dtype = dtype or stored
     if dtype not in DTYPES[fmt]:  # a default the format lacks (none today, but keep the check exact)
         raise DittoError(f"the source stores {dtype}, which --format {fmt} cannot; pass --dtype ({', '.join(DTYPES[fmt])})")
     # Loading in the stored dtype is lossless and keeps host memory at the model's own size.
     model, bundle = resolved.load_model(dtype=_PARAM_DTYPES.get(stored, jnp.float32))
-    if fmt == "gguf":
-        check_gguf_model(model)  # before any writing
 
     with atomic_path(out) as partial:
         if fmt == "hf":

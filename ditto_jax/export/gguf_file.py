@@ -27,6 +27,7 @@ from gguf import GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter, LlamaFile
 from gguf.quants import quant_shape_to_byte_shape, quantize
 from tqdm import tqdm
 
+from ditto_jax.config import ModelConfig
 from ditto_jax.model import CausalLM
 from ditto_jax.tokenizer import TokenizerBundle, gguf_vocab
 from ditto_jax.weights.gguf import ARCHITECTURES, gguf_name, permute_qk, permuted_heads
@@ -48,9 +49,8 @@ GGUF_DTYPES = {
 _Q8_BLOCK = 32  # Q8_0 quantizes rows in blocks of 32; a row of another length falls back to float16
 
 
-def check_gguf_model(model: CausalLM) -> None:
+def check_gguf_config(cfg: ModelConfig) -> None:
     """Refuse, in one line, a model the llama GGUF architecture cannot express."""
-    cfg = model.cfg
     if cfg.model_type not in LLAMA_ARCH_FAMILIES:
         raise DittoError(
             f"GGUF export writes the llama architecture ({', '.join(LLAMA_ARCH_FAMILIES)}); a {cfg.model_type} model cannot be written as GGUF"
@@ -74,8 +74,8 @@ def write_gguf(model: CausalLM, bundle: TokenizerBundle, path: str | Path, *, dt
     """Write `model` and its tokenizer as a llama-architecture GGUF file at `path`."""
     if dtype not in GGUF_DTYPES:
         raise DittoError(f"GGUF export dtype {dtype!r} is not supported; choose {', '.join(GGUF_DTYPES)}")
-    check_gguf_model(model)
     cfg = model.cfg
+    check_gguf_config(cfg)
     vocab = gguf_vocab(bundle, cfg.vocab_size)
     spec = ARCHITECTURES["llama"]
     path = Path(path)
