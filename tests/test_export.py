@@ -313,7 +313,7 @@ def tiny_gguf_exports(tiny_source, tmp_path_factory):
     """The tiny llama exported as GGUF at each dtype."""
     _, src = tiny_source("llama")
     folder = tmp_path_factory.mktemp("gguf")
-    return src, {dtype: export_model(str(src), folder / f"tiny.{dtype}.gguf", fmt="gguf", dtype=dtype) for dtype in ("float32", "float16", "q8_0")}
+    return src, {dtype: export_model(str(src), folder / f"tiny.{dtype}.gguf", fmt="gguf", dtype=dtype) for dtype in ("float32", "float16", "bfloat16", "q8_0")}
 
 
 def test_gguf_float32_reimports_exactly_and_transformers_matches(tiny_gguf_exports):
@@ -345,8 +345,9 @@ def test_gguf_float16_is_the_rounded_source(tiny_gguf_exports):
     src, files = tiny_gguf_exports
     model, bundle = load_model(str(src))
     matrices = matrix_names(model.cfg)
-    again, _ = load_model(str(files["float16"]))
-    assert_same_params(model, again, cast=lambda n, v: v.astype(np.float16).astype(np.float32) if n in matrices else v)
+    for dtype, np_dtype in (("float16", np.float16), ("bfloat16", ml_dtypes.bfloat16)):
+        again, _ = load_model(str(files[dtype]))
+        assert_same_params(model, again, cast=lambda n, v, t=np_dtype: v.astype(t).astype(np.float32) if n in matrices else v)
 
     rounded = rounded_to(model, np.float16, matrices)
     path = files["float16"]
