@@ -12,10 +12,9 @@ segment 0 is padding (attended by nothing). Implementations:
   O(T x block) scores. Block pairs that are above the diagonal or share no
   segment are skipped. Runs on every backend.
 - ``splash``: the Pallas TPU splash-attention kernel with segment ids (TPU only).
-- ``cudnn``: a fused cuDNN kernel through ``jax.nn.dot_product_attention``
-  (GPU only), used only where it can express packed segments; see
-  `cudnn_supports_segments`.
-- ``auto``: splash on TPU, cuDNN on GPU when it supports segments, otherwise
+- ``cudnn``: cuDNN's fused kernel through ``jax.nn.dot_product_attention``
+  (GPU, bf16/fp16), with the segments given as a mask (see `cudnn_attention`).
+- ``auto``: splash on TPU, cuDNN on GPU with bf16/fp16 activations, otherwise
   chunked for rows of at least `AUTO_CHUNKED_MIN_LEN` tokens and dense below.
 
 All of them agree on every real (non-padding) query. A padding query has no key
@@ -223,8 +222,13 @@ def chunked_attention(q_bthe, k_bske, v_bske, segment_ids_bt, *, block: int = DE
 # ---- splash (TPU) -------------------------------------------------------------------------------
 
 
-def splash_attention(q_bthe, k_bske, v_bske, segment_ids_bt, *, block: int = DEFAULT_BLOCK) -> jax.Array:
-    """Pallas TPU splash attention with segment ids. Returns [B, T, H, E]."""
+def splash_attention(
+    q_bthe, k_bske, v_bske, segment_ids_bt, *, block: int = DEFAULT_BLOCK, interpret: bool = False
+) -> jax.Array:
+    """Pallas TPU splash attention with segment ids. Returns [B, T, H, E].
+
+    `interpret` runs the kernel in Pallas' interpreter (any backend, slow): the CPU test's way in.
+    """
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
@@ -245,7 +249,7 @@ def splash_attention(q_bthe, k_bske, v_bske, segment_ids_bt, *, block: int = DEF
         block_q_dkv=blk, block_kv_dkv=blk, block_kv_dkv_compute=blk,
         block_q_dq=blk, block_kv_dq=blk,
     )
-    kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes)
+    kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes, interpret=interpret)
 
     def one_row(q_hte, k_kte, v_kte, seg_t):
         return kernel(q_hte, k_kte, v_kte, segment_ids=sk.SegmentIds(q=seg_t, kv=seg_t))
@@ -257,37 +261,50 @@ def splash_attention(q_bthe, k_bske, v_bske, segment_ids_bt, *, block: int = DEF
 
 # ---- cuDNN (GPU) --------------------------------------------------------------------------------
 
-
-def cudnn_supports_segments() -> bool:
-    """Whether this jax's cuDNN attention can express packed segments, and a GPU is present."""
-    return False
+# jax 0.10.2's public `jax.nn.dot_product_attention` has no segment ids or packed
+# offsets (its cuDNN packed layout is private API). It does take a boolean mask,
+# which it hands to cuDNN's fused kernel as an additive [B, 1, T, S] bias: one
+# T x S plane per row, shared by all heads (128 MiB in bf16 at 8,192 tokens, and
+# as much again for the bias gradient jax forms), against dense attention's
+# float32 [B, H, T, S] scores. cuDNN runs only in bfloat16 / float16.
+CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
 def cudnn_attention(q_bthe, k_bske, v_bske, segment_ids_bt, *, block: int = DEFAULT_BLOCK) -> jax.Array:
-    raise NotImplementedError
+    """cuDNN fused attention with the packed-segment mask (GPU, bf16/fp16). Returns [B, T, H, E]."""
+    del block  # cuDNN tiles internally
+    mask = segment_mask(segment_ids_bt)[:, None]  # [B, 1, T, S], broadcast over heads
+    return jax.nn.dot_product_attention(q_bthe, k_bske, v_bske, mask=mask, implementation="cudnn")
 
 
 # ---- the switch ---------------------------------------------------------------------------------
 
 
-def resolve_impl(impl: str, seq_len: int, backend: str | None = None) -> str:
-    """The concrete implementation `impl` stands for at this sequence length on this backend."""
+def resolve_impl(impl: str, seq_len: int, backend: str | None = None, dtype=None) -> str:
+    """The concrete implementation `impl` stands for at this sequence length, backend and activation dtype.
+
+    `dtype` None assumes the trainer's default compute dtype: bfloat16 on GPU and TPU, float32 on CPU.
+    """
     if impl not in IMPLEMENTATIONS:
         raise DittoError(f"attention: unknown implementation {impl!r}; expected one of {', '.join(IMPLEMENTATIONS)}")
     backend = backend or jax.default_backend()
+    on_gpu = backend in ("gpu", "cuda", "rocm")
+    if dtype is None:
+        dtype = jnp.float32 if backend == "cpu" else jnp.bfloat16
+    half = jnp.dtype(dtype) in CUDNN_DTYPES
     if impl == "auto":
         if backend == "tpu":
             return "splash"
-        if backend in ("gpu", "cuda") and cudnn_supports_segments():
+        if on_gpu and half:
             return "cudnn"
         return "chunked" if seq_len >= AUTO_CHUNKED_MIN_LEN else "dense"
     if impl == "splash" and backend != "tpu":
         raise DittoError(f"attention: splash needs a TPU backend, this one is {backend}; use auto or chunked")
-    if impl == "cudnn":
-        if backend not in ("gpu", "cuda"):
-            raise DittoError(f"attention: cudnn needs a GPU backend, this one is {backend}; use auto or chunked")
-        if not cudnn_supports_segments():
-            return "chunked"
+    if impl == "cudnn" and not (on_gpu and half):
+        raise DittoError(
+            f"attention: cudnn needs a GPU backend and bfloat16/float16 activations, not {backend}/{jnp.dtype(dtype)}; "
+            "use auto or chunked"
+        )
     return impl
 
 
@@ -303,7 +320,7 @@ def attend(q_bthe, k_bske, v_bske, segment_ids_bt, *, impl: str = "dense", block
 
     >>> out = attend(q, k, v, segment_ids, impl="chunked")  # q [B, T, H, E], k/v [B, T, K, E]
     """
-    impl = resolve_impl(impl, q_bthe.shape[1])
+    impl = resolve_impl(impl, q_bthe.shape[1], dtype=q_bthe.dtype)
     if impl == "dense":
         return masked_attention(q_bthe, k_bske, v_bske, segment_mask(segment_ids_bt))
     return _IMPLS[impl](q_bthe, k_bske, v_bske, segment_ids_bt, block=block)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ditto_jax.attention import attend, resolve_impl
+from ditto_jax.attention import attend, resolve_impl, splash_attention
 from ditto_jax.config import tiny_config
 from ditto_jax.model import init_model
 from ditto_jax.train.loss import lm_loss_sums
@@ -66,6 +66,43 @@ def test_chunked_matches_dense(heads, kv_heads, block):
         np.testing.assert_allclose(gc, gd, atol=TOL, rtol=0, err_msg=f"d{name}")
 
 
+def test_splash_kernel_matches_dense_in_interpreter():
+    """The TPU splash kernel, run by Pallas' interpreter on any backend: our wrapper's padding to
+    its 128-token tiles, segment ids, GQA and scaling, checked against dense."""
+    t = 130  # pads to 256: two tiles
+    seg = segments(t)[:2]
+    q, k, v = (x[:2] for x in qkv(4, 2, t=t, e=16))
+
+    def real_sum(fn):
+        cot = jnp.asarray(np.random.RandomState(5).randn(2, t, 1, 1).astype(np.float32))
+        return lambda q, k, v: jnp.sum(jnp.where(jnp.asarray(seg != 0)[:, :, None, None], fn(q, k, v) * cot, 0.0))
+
+    splash = lambda q, k, v: splash_attention(q, k, v, seg, block=128, interpret=True)  # noqa: E731
+    dense = lambda q, k, v: attend(q, k, v, seg, impl="dense")  # noqa: E731
+    real = seg != 0
+    np.testing.assert_allclose(np.asarray(splash(q, k, v))[real], np.asarray(dense(q, k, v))[real], atol=TOL, rtol=0)
+    grads_s = jax.grad(real_sum(splash), argnums=(0, 1, 2))(q, k, v)
+    grads_d = jax.grad(real_sum(dense), argnums=(0, 1, 2))(q, k, v)
+    for name, gs, gd in zip("qkv", grads_s, grads_d):
+        np.testing.assert_allclose(gs, gd, atol=TOL, rtol=0, err_msg=f"d{name}")
+
+
+@pytest.mark.skipif(jax.default_backend() not in ("tpu", "gpu"), reason="compiled splash needs a TPU, cuDNN a GPU")
+def test_accelerator_kernel_matches_dense():
+    """On a TPU (splash, compiled) or a GPU (cuDNN, bf16): `auto` picks the fused kernel; values and gradients match dense."""
+    seg = segments(256)
+    q, k, v = (x.astype(jnp.bfloat16) for x in qkv(4, 2, t=256, e=64))
+    assert resolve_impl("auto", 256, dtype=jnp.bfloat16) in ("splash", "cudnn")
+    real = seg != 0
+    fused = jax.jit(lambda q, k, v: attend(q, k, v, seg, impl="auto"))(q, k, v)
+    dense = jax.jit(lambda q, k, v: attend(q, k, v, seg, impl="dense"))(q, k, v)
+    np.testing.assert_allclose(np.asarray(fused, np.float32)[real], np.asarray(dense, np.float32)[real], atol=2e-2)
+    grads_f = jax.jit(jax.grad(weighted_sum("auto", 128, seg), argnums=(0, 1, 2)))(q, k, v)
+    grads_d = jax.jit(jax.grad(weighted_sum("dense", 128, seg), argnums=(0, 1, 2)))(q, k, v)
+    for gf, gd in zip(grads_f, grads_d):
+        np.testing.assert_allclose(np.asarray(gf, np.float32), np.asarray(gd, np.float32), atol=5e-2)
+
+
 def test_chunked_bfloat16_close_to_dense():
     seg = segments()
     q, k, v = (x.astype(jnp.bfloat16) for x in qkv(4, 2))
@@ -96,10 +133,16 @@ def test_resolve_impl():
     assert resolve_impl("auto", 8192, "cpu") == "chunked"
     assert resolve_impl("auto", 512, "tpu") == "splash"
     assert resolve_impl("chunked", 16, "cpu") == "chunked"
+    assert resolve_impl("auto", 8192, "gpu", jnp.bfloat16) == "cudnn"
+    assert resolve_impl("auto", 8192, "gpu") == "cudnn"  # no dtype: the trainer's default, bf16 on accelerators
+    assert resolve_impl("auto", 8192, "gpu", jnp.float32) == "chunked"  # cuDNN has no float32 kernel
+    assert resolve_impl("cudnn", 512, "gpu", jnp.bfloat16) == "cudnn"
     with pytest.raises(DittoError, match="splash needs a TPU"):
         resolve_impl("splash", 512, "cpu")
     with pytest.raises(DittoError, match="cudnn needs a GPU"):
         resolve_impl("cudnn", 512, "cpu")
+    with pytest.raises(DittoError, match="bfloat16/float16"):
+        resolve_impl("cudnn", 512, "gpu", jnp.float32)
     with pytest.raises(DittoError, match="unknown implementation 'flash'"):
         resolve_impl("flash", 512, "cpu")
 
@@ -138,9 +181,10 @@ def test_model_chunked_matches_dense(remat):
     model = init_model(cfg, seed=2, remat=remat)
     ids, pos, seg, mask = model_batch(cfg)
     real = seg != 0
-    dense = np.asarray(model(ids, pos, seg)[0])
+    forward = nnx.jit(lambda m: m(ids, pos, seg)[0])  # the attention choice is static: each retraces
+    dense = np.asarray(forward(model))
     model.attention = "chunked"
-    chunked = np.asarray(model(ids, pos, seg)[0])
+    chunked = np.asarray(forward(model))
     np.testing.assert_allclose(chunked[real], dense[real], atol=TOL, rtol=0)
 
     def loss(impl):
@@ -150,7 +194,7 @@ def test_model_chunked_matches_dense(remat):
             total, n = lm_loss_sums(m.hidden_states(ids, pos, seg), m.head_dv(), ids, seg, mask, chunk=16)
             return total / n
 
-        return nnx.grad(f)(model)
+        return nnx.jit(nnx.grad(f))(model)
 
     g_dense, g_chunked = nnx.to_flat_state(loss("dense")), nnx.to_flat_state(loss("chunked"))
     for (path, a), (_, b) in zip(g_dense, g_chunked):
