@@ -592,7 +592,7 @@ def test_model_card_summarises_the_run(tmp_path):
             "train": {"num_rows": 10, "num_segments": 95, "real_tokens": 19000, "loss_tokens": 9000},
             "heldout": {"num_rows": 1, "num_segments": 3, "real_tokens": 600, "loss_tokens": 300},
         },
-        "languages": {"en": 60, "zh": 38}, "sources": {"/data/clean.parquet": "cd" * 32}, "dropped": {"overlong": 2},
+        "languages": {"en": 60, "zh": 38}, "sessions_in": 98, "sources": {"/data/clean.parquet": "cd" * 32}, "dropped": {"overlong": 2},
     }
     (shards / "manifest.json").write_text(json.dumps(manifest))
     run = tmp_path / "run"
@@ -605,7 +605,7 @@ def test_model_card_summarises_the_run(tmp_path):
     assert info is not None and info.step == 12 and info.manifest == manifest
     card = model_card(ModelCardInputs("ditto-smol", str(run), "hf", "float32", "LlamaForCausalLM", 134_515_008, info))
     for expected in ("fine-tuned from `smollm2`", "step 12", "| train | 95 | 10 | 19,000 | 9,000 |", "en 60, zh 38",
-                     "clean.parquet", "| lr | `2e-05` |", "| mesh.fsdp | `-1` |", "| ditto | 0.81 |", "2401.12474", "- zh"):
+                     "of the 98 sessions tokenized: en 60, zh 38", "clean.parquet", "| lr | `2e-05` |", "| mesh.fsdp | `-1` |", "| ditto | 0.81 |", "2401.12474", "- zh"):
         assert expected in card, expected
     assert find_run(tmp_path / "shards") is None
 

@@ -162,7 +162,9 @@ def _data_section(run: RunInfo) -> list[str]:
     lines.append("")
     languages = m.get("languages") or {}
     if languages:
-        lines.append("Sessions per language: " + ", ".join(f"{lang} {n:,}" for lang, n in languages.items()) + ".")
+        total = m.get("sessions_in", sum(languages.values()))
+        per_language = ", ".join(f"{lang} {n:,}" for lang, n in languages.items())
+        lines.append(f"Sessions per language, of the {total:,} sessions tokenized: {per_language}.")
         lines.append("")
     sources = m.get("sources") or {}
     if sources:
