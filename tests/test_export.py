@@ -305,6 +305,68 @@ def test_export_fetches_one_tensor_at_a_time(tiny_source, tmp_path, monkeypatch)
     assert max(fetched) < sum(v.nbytes for v in params(model).values()) / 4
 
 
+TWO_PROCESS_EXPORT = """
+import sys
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from ditto_jax.export import write_model
+from ditto_jax.loader import load_model
+
+src, out, fmt, port, rank = sys.argv[1:6]
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=int(rank))
+model, bundle = load_model(src)
+mesh = Mesh(np.array(jax.devices()), ("x",))  # 2 processes x 2 devices
+
+
+def spread(a):
+    host = np.asarray(a)
+    sharding = NamedSharding(mesh, P(*[None] * (a.ndim - 1), "x"))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+nnx.update(model, jax.tree.map(spread, nnx.state(model, nnx.Param)))
+assert not model.layers.wq_ldh[...].is_fully_addressable
+write_model(model, bundle, out, fmt=fmt)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_two_processes_export_what_one_does(tiny_source, tmp_path, fmt):
+    """Parameters spread over 2 processes are all-gathered per tensor; process 0 writes the same export."""
+    import socket
+
+    _, src = tiny_source("llama")
+    single = export_model(str(src), tmp_path / ("single" if fmt == "hf" else "single.gguf"), fmt=fmt)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "two" if fmt == "hf" else tmp_path / "two.gguf"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", TWO_PROCESS_EXPORT, str(src), str(out), fmt, str(port), str(rank)],
+                         env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        for rank in range(2)
+    ]
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        assert proc.returncode == 0, err[-2000:]
+    if fmt == "hf":
+        a, b = load_file(single / "model.safetensors"), load_file(out / "model.safetensors")
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    else:
+        a, b = open_gguf(single), open_gguf(out)
+        assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
+        assert all(np.array_equal(x.data, y.data) for x, y in zip(a.tensors, b.tensors))
+
+
 # ---- GGUF --------------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 
 from ditto_jax.atomic_io import atomic_path
@@ -22,6 +23,7 @@ from ditto_jax.model import CausalLM
 from ditto_jax.tokenizer import TokenizerBundle, end_of_turn_id
 from ditto_jax.train.run_dir import MODEL
 from ditto_jax.weights.gguf import hf_config_from_gguf, open_gguf
+from ditto_jax.weights.table import hf_entries
 from ditto_jax.weights.hf import DEFAULT_MAX_SHARD_BYTES, EXPORT_DTYPES, checkpoint_files, export_hf, open_safetensors, read_hf_config
 from ditto_native import DittoError
 
@@ -129,19 +131,43 @@ def export_model(
     # Loading in the stored dtype is lossless and keeps host memory at the model's own size.
     model, bundle = resolved.load_model(dtype=_PARAM_DTYPES.get(stored, jnp.float32))
 
+    return write_model(model, bundle, out, fmt=fmt, dtype=dtype, max_shard_bytes=max_shard_bytes, source=resolved, progress=progress)
+
+
+def write_model(
+    model: CausalLM,
+    bundle: TokenizerBundle,
+    out: str | Path,
+    *,
+    fmt: str = "hf",
+    dtype: str = "float32",
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    source: ResolvedRef | None = None,
+    progress: bool = False,
+) -> Path:
+    """Write a loaded model (its parameters placed on any mesh) to `out`, atomically.
+
+    In a multi-process run every process calls this: each tensor is all-gathered
+    by all of them, in the writers' order, and process 0 alone writes.
+    """
+    out = Path(out).expanduser()
+    if jax.process_index() != 0:
+        for entry in hf_entries(model).values():  # the writers fetch in this order
+            entry.load()
+        return out
     with atomic_path(out) as partial:
         if fmt == "hf":
-            _write_hf_dir(model, bundle, partial, resolved=resolved, name=out.name, dtype=dtype, max_shard_bytes=max_shard_bytes, progress=progress)
+            _write_hf_dir(model, bundle, partial, source=source, name=out.name, dtype=dtype, max_shard_bytes=max_shard_bytes, progress=progress)
         else:
             write_gguf(model, bundle, partial, dtype=dtype, name=out.stem, progress=progress)
     return out
 
 
-def _write_hf_dir(model, bundle, out: Path, *, resolved: ResolvedRef, name: str, dtype: str, max_shard_bytes: int, progress: bool) -> None:
+def _write_hf_dir(model, bundle, out: Path, *, source: ResolvedRef | None, name: str, dtype: str, max_shard_bytes: int, progress: bool) -> None:
     export_hf(model, bundle, out, dtype=dtype, max_shard_bytes=max_shard_bytes, generation_config=generation_config(model, bundle), progress=progress)
     card = ModelCardInputs(
-        name=name, source=resolved.ref, fmt="hf", dtype=dtype,
+        name=name, source=source.ref if source else bundle.name, fmt="hf", dtype=dtype,
         architecture=SUPPORTED_MODEL_TYPES[model.cfg.model_type], num_params=model.cfg.num_params(),
-        run=find_run(resolved.path),
+        run=find_run(source.path) if source else None,
     )
     (out / "README.md").write_text(model_card(card), encoding="utf-8")
