@@ -88,7 +88,9 @@ def jax_worker(spec: dict) -> dict:
     cfg = model.cfg
     b, t = spec["batch"], spec["seq"]
     train_cfg = TrainConfig(
-        steps=spec["steps"] + 1, global_batch=b, micro_batch=b, lr=1e-5, warmup_ratio=0.0, clip_norm=1.0, weight_decay=0.0,
+        # A constant lr (no warm-up, cosine floor = lr) as torch's AdamW below, so both sides' losses track each other.
+        steps=spec["steps"] + 1, global_batch=b, micro_batch=b, lr=1e-5, warmup_ratio=0.0, min_lr_ratio=1.0,
+        clip_norm=1.0, weight_decay=0.0,
         remat=spec["remat"], attention=spec["attention"], mesh=MeshConfig(data=1, fsdp=1, tensor=1),
     )
     tx, schedule = make_optimizer(train_cfg, spec["steps"] + 1)
@@ -140,8 +142,15 @@ def torch_worker(spec: dict) -> dict:
         gguf = resolve_model_ref("smollm2").path
         model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     else:
-        hf = model_config(spec).to_hf_config()
-        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**hf), dtype=torch.float32)
+        # The JAX side's random model (same seed), exported and loaded: both sides start from the same weights.
+        import tempfile
+
+        from ditto_jax.model import init_model
+        from ditto_jax.weights.hf import export_hf
+
+        with tempfile.TemporaryDirectory() as tmp:
+            export_hf(init_model(model_config(spec)), None, tmp)
+            model = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
     ids = torch.tensor(random_batch(model.config.vocab_size, spec["batch"], spec["seq"]), dtype=torch.long)
@@ -152,7 +161,7 @@ def torch_worker(spec: dict) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the JAX side's clip_norm
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return loss.detach().item()
 
     start = time.perf_counter()
     losses = [one_step()]
@@ -284,7 +293,7 @@ def main() -> int:
                     break  # longer rows need more
 
     print(f"\nTraining, {model} float32, AdamW, {batch} x {seq} tokens per step, best of {steps} timed steps "
-          f"(compile step excluded); load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
+          f"(compile step excluded); same weights, data and constant lr on both sides, so the losses should agree; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
           f"{os.cpu_count()} CPUs; peak {peak / 1e9:.1f} GFLOP/s ({ours['peak_source']})")
     print(f"{'side':<20} | {'tokens/s':>9} | {'MFU':>6} | {'peak RSS':>9} | first -> last loss")
     for name, r, tps in (("ditto-jax", ours, ours_tps), (f"transformers {theirs['threads']}T", theirs, theirs_tps)):
