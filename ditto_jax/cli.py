@@ -10,7 +10,7 @@ import sys
 from ditto_jax.cli_common import build_parser as _build, run_main
 
 # Modules under ditto_jax whose `register` adds subcommands, in `--help` order.
-_SUBCOMMANDS: list[str] = ["generation.commands", "serve", "train.commands"]
+_SUBCOMMANDS: list[str] = ["generation.commands", "serve", "train.commands", "export.commands"]
 _DESCRIPTION = "Ditto JAX model tools: generation, chat, an OpenAI-compatible server, training and export."
 
 
