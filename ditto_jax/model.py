@@ -24,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ditto_jax.attention import _MASK_VALUE, IMPLEMENTATIONS, attend, masked_attention  # noqa: F401 (_MASK_VALUE: generation)
 from ditto_jax.config import ModelConfig, rope_inv_freq
+from ditto_jax.sharding import ACT_BTD, constrain
+from ditto_native import DittoError
 
-# Large negative instead of -inf so a fully masked row (a padding query) gives a
-# harmless uniform softmax rather than NaN.
-_MASK_VALUE = -1e30
+REMAT_POLICIES = ("none", "full", "save-matmuls")
 
 
 class KVCache(NamedTuple):
@@ -59,18 +60,6 @@ def apply_rope(x_bthe: jax.Array, positions_bt: jax.Array, inv_freq: jax.Array) 
     x1, x2 = jnp.split(x_bthe.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_bthe.dtype)
-
-
-def attention(q_bthe, k_bske, v_bske, mask_bts, num_kv_heads: int) -> jax.Array:
-    """Grouped-query attention with an explicit boolean mask; softmax in float32."""
-    b, t, h, e = q_bthe.shape
-    q_btkge = q_bthe.reshape(b, t, num_kv_heads, h // num_kv_heads, e)
-    scores = jnp.einsum("btkge,bske->bkgts", q_btkge, k_bske, preferred_element_type=jnp.float32)
-    scores = scores * (e**-0.5)
-    scores = jnp.where(mask_bts[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_bske.dtype)
-    out = jnp.einsum("bkgts,bske->btkge", probs, v_bske)
-    return out.reshape(b, t, h * e)
 
 
 class DecoderLayers(nnx.Module):
@@ -110,8 +99,8 @@ class DecoderLayers(nnx.Module):
         return {name: value[...] for name, value in vars(self).items() if isinstance(value, nnx.Param)}
 
 
-def _decoder_layer(cfg: ModelConfig, p: dict, x_btd, positions_bt, inv_freq, kv_fn):
-    """One pre-norm block. `kv_fn(k, v) -> (keys, values, mask)` supplies what to attend to."""
+def _decoder_layer(cfg: ModelConfig, p: dict, x_btd, positions_bt, inv_freq, attn_fn):
+    """One pre-norm block. `attn_fn(q, k, v) -> (out [B, T, H, E], extra)` attends (self or cached)."""
     b, t, _ = x_btd.shape
     dtype = x_btd.dtype
     h = rms_norm(x_btd, p["attn_norm_ld"], cfg.rms_norm_eps)
@@ -128,8 +117,8 @@ def _decoder_layer(cfg: ModelConfig, p: dict, x_btd, positions_bt, inv_freq, kv_
         k = rms_norm(k, p["k_norm_le"], cfg.rms_norm_eps)
     q = apply_rope(q, positions_bt, inv_freq)
     k = apply_rope(k, positions_bt, inv_freq)
-    keys, values, mask, extra = kv_fn(k, v)
-    attn = attention(q, keys, values, mask, cfg.num_kv_heads)
+    attn, extra = attn_fn(q, k, v)
+    attn = attn.reshape(b, t, cfg.num_heads * cfg.head_dim)
     x_btd = x_btd + jnp.einsum("bth,hd->btd", attn, p["wo_lhd"].astype(dtype))
     h = rms_norm(x_btd, p["mlp_norm_ld"], cfg.rms_norm_eps)
     gate = jnp.einsum("btd,df->btf", h, p["w_gate_ldf"].astype(dtype))
@@ -143,21 +132,66 @@ class CausalLM(nnx.Module):
 
     Training / scoring:  ``logits, _ = model(tokens, positions, segment_ids)``
       (packed rows: attention stays within a segment; segment 0 is padding).
+      The same pass in two halves, for a loss that never forms all logits:
+      ``model.hidden_states(tokens, positions, segment_ids)`` [B, T, D] and ``model.head_dv()`` [D, V].
+      `attention` picks the implementation (see ditto_jax.attention); set it at
+      construction or by assignment (``model.attention = "chunked"``).
     Generation:          ``logits, cache = model(tokens, positions, segment_ids, cache=c, cache_index=i)``
       writes the new keys/values at slots [i, i + T) and attends to all valid
-      slots up to each query's own slot.
+      slots up to each query's own slot (always dense).
     """
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False):
+    def __init__(
+        self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool | str = False,
+        attention: str = "dense",
+    ):
+        if remat not in (False, True) + REMAT_POLICIES:
+            raise DittoError(f"remat: unknown policy {remat!r}; expected one of {', '.join(REMAT_POLICIES)}")
+        if attention not in IMPLEMENTATIONS:
+            raise DittoError(f"attention: unknown implementation {attention!r}; expected one of {', '.join(IMPLEMENTATIONS)}")
         self.cfg = cfg
         self.dtype = dtype  # activation / matmul dtype
-        self.remat = remat  # recompute each layer in the backward pass (training memory)
+        self.remat = remat  # recompute layers in the backward pass: False/"none", True/"full" or "save-matmuls"
+        self.attention = attention  # static: which `attend` implementation the no-cache pass uses
         self.embed_vd = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.vocab_size, cfg.hidden_size), param_dtype))
         self.layers = DecoderLayers(cfg, rngs=rngs, param_dtype=param_dtype)
         self.final_norm_d = nnx.Param(jnp.ones((cfg.hidden_size,), param_dtype))
         self.lm_head_dv = None if cfg.tie_word_embeddings else nnx.Param(
             nnx.initializers.normal(0.02)(rngs.params(), (cfg.hidden_size, cfg.vocab_size), param_dtype)
         )
+
+    def _layer_fn(self):
+        policy = {False: "none", True: "full"}.get(self.remat, self.remat)
+        if policy == "none":
+            return _decoder_layer
+        # save-matmuls keeps the weight matmuls' outputs, not the attention scores (batch-dim dots).
+        saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "save-matmuls" else None
+        return jax.checkpoint(_decoder_layer, static_argnums=(0, 5), policy=saveable)
+
+    def head_dv(self) -> jax.Array:
+        """The output projection [D, V] in the compute dtype (the embedding's transpose when tied)."""
+        head = self.embed_vd[...].T if self.lm_head_dv is None else self.lm_head_dv[...]
+        return head.astype(self.dtype)
+
+    def hidden_states(self, tokens_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array | None = None) -> jax.Array:
+        """Final-norm hidden states [B, T, D] of the training / scoring pass (causal within segments)."""
+        cfg = self.cfg
+        if segment_ids_bt is None:
+            segment_ids_bt = jnp.ones_like(tokens_bt)
+        # Rows stay split over the data-parallel devices between layers (a no-op without a mesh).
+        x = constrain(self.embed_vd[...][tokens_bt].astype(self.dtype), ACT_BTD)  # [B, T, D]
+        inv_freq = jnp.asarray(rope_inv_freq(cfg))  # a compile-time constant, not a weight
+        layer, impl = self._layer_fn(), self.attention
+
+        def self_attention(q, k, v):
+            return attend(q, k, v, segment_ids_bt, impl=impl), None
+
+        def body(x, p):
+            x, _ = layer(cfg, p, x, positions_bt, inv_freq, self_attention)
+            return constrain(x, ACT_BTD), None
+
+        x, _ = jax.lax.scan(body, x, self.layers.arrays())
+        return rms_norm(x, self.final_norm_d[...], cfg.rms_norm_eps)
 
     def __call__(
         self,
@@ -168,72 +202,58 @@ class CausalLM(nnx.Module):
         cache: KVCache | None = None,
         cache_index: jax.Array | int | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
+        if cache is None:
+            x = self.hidden_states(tokens_bt, positions_bt, segment_ids_bt)
+            return jnp.einsum("btd,dv->btv", x, self.head_dv(), preferred_element_type=jnp.float32), None
+
         cfg = self.cfg
         if segment_ids_bt is None:
             segment_ids_bt = jnp.ones_like(tokens_bt)
         x = self.embed_vd[...][tokens_bt].astype(self.dtype)  # [B, T, D]
-        inv_freq = jnp.asarray(rope_inv_freq(cfg))  # a compile-time constant, not a weight
-        params = self.layers.arrays()
-        layer = _decoder_layer
-        if self.remat:
-            layer = jax.checkpoint(_decoder_layer, static_argnums=(0, 5))
+        inv_freq = jnp.asarray(rope_inv_freq(cfg))
+        layer = self._layer_fn()
+        t = tokens_bt.shape[1]
+        s = cache.valid_bs.shape[1]
+        start = jnp.asarray(cache_index, jnp.int32)
+        valid = jax.lax.dynamic_update_slice(cache.valid_bs, segment_ids_bt != 0, (0, start))
+        query_slot = start + jnp.arange(t)
+        mask = (jnp.arange(s)[None, :] <= query_slot[:, None])[None] & valid[:, None, :]  # [B, T, S]
 
-        if cache is None:
-            # Causal within each packed segment; padding (segment 0) attends nowhere useful.
-            t = tokens_bt.shape[1]
-            causal = jnp.tril(jnp.ones((t, t), bool))
-            same = segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :]
-            mask = causal[None] & same & (segment_ids_bt[:, None, :] != 0)
+        def body(carry, xs):
+            x, k_all, v_all = carry
+            p, li = xs
 
-            def self_kv(k, v):
-                return k, v, mask, None
+            def cached_attention(q, k, v):
+                k_l = jax.lax.dynamic_update_slice(k_all[li], k.astype(k_all.dtype), (0, start, 0, 0))
+                v_l = jax.lax.dynamic_update_slice(v_all[li], v.astype(v_all.dtype), (0, start, 0, 0))
+                return masked_attention(q, k_l.astype(x.dtype), v_l.astype(x.dtype), mask), (k, v)
 
-            def body(x, p):
-                x, _ = layer(cfg, p, x, positions_bt, inv_freq, self_kv)
-                return x, None
+            x, (k, v) = layer(cfg, p, x, positions_bt, inv_freq, cached_attention)
+            # Write only the new slots back; XLA updates the carried cache in place.
+            k_all = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (li, 0, start, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (li, 0, start, 0, 0))
+            return (x, k_all, v_all), None
 
-            x, _ = jax.lax.scan(body, x, params)
-            new_cache = None
-        else:
-            t = tokens_bt.shape[1]
-            s = cache.valid_bs.shape[1]
-            start = jnp.asarray(cache_index, jnp.int32)
-            valid = jax.lax.dynamic_update_slice(cache.valid_bs, segment_ids_bt != 0, (0, start))
-            query_slot = start + jnp.arange(t)
-            mask = (jnp.arange(s)[None, :] <= query_slot[:, None])[None] & valid[:, None, :]  # [B, T, S]
-
-            def body(carry, xs):
-                x, k_all, v_all = carry
-                p, li = xs
-
-                def cached_kv(k, v):
-                    k_l = jax.lax.dynamic_update_slice(k_all[li], k.astype(k_all.dtype), (0, start, 0, 0))
-                    v_l = jax.lax.dynamic_update_slice(v_all[li], v.astype(v_all.dtype), (0, start, 0, 0))
-                    return k_l.astype(x.dtype), v_l.astype(x.dtype), mask, (k, v)
-
-                x, (k, v) = layer(cfg, p, x, positions_bt, inv_freq, cached_kv)
-                # Write only the new slots back; XLA updates the carried cache in place.
-                k_all = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (li, 0, start, 0, 0))
-                v_all = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (li, 0, start, 0, 0))
-                return (x, k_all, v_all), None
-
-            layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-            (x, k_all, v_all), _ = jax.lax.scan(body, (x, cache.k_lbske, cache.v_lbske), (params, layer_ids))
-            new_cache = KVCache(k_all, v_all, valid)
-
+        layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+        (x, k_all, v_all), _ = jax.lax.scan(body, (x, cache.k_lbske, cache.v_lbske), (self.layers.arrays(), layer_ids))
         x = rms_norm(x, self.final_norm_d[...], cfg.rms_norm_eps)
-        head = self.embed_vd[...].T if self.lm_head_dv is None else self.lm_head_dv[...]
-        logits = jnp.einsum("btd,dv->btv", x, head.astype(self.dtype), preferred_element_type=jnp.float32)
-        return logits, new_cache
+        logits = jnp.einsum("btd,dv->btv", x, self.head_dv(), preferred_element_type=jnp.float32)
+        return logits, KVCache(k_all, v_all, valid)
 
 
-def init_model(cfg: ModelConfig, *, seed: int = 0, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False) -> CausalLM:
-    return CausalLM(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype, remat=remat)
+def init_model(
+    cfg: ModelConfig, *, seed: int = 0, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool | str = False, attention: str = "dense",
+) -> CausalLM:
+    return CausalLM(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
 
 
-def abstract_model(cfg: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False) -> CausalLM:
+def abstract_model(
+    cfg: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool | str = False, attention: str = "dense",
+) -> CausalLM:
     """A model whose arrays are shape/dtype placeholders, for loading weights into without initialising."""
-    return nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, remat=remat))
+    return nnx.eval_shape(
+        lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
+    )
 
 
 def positions_from_segments(segment_ids_bt: np.ndarray) -> np.ndarray:
