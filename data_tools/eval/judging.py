@@ -188,10 +188,15 @@ def consistency_score(choices: Sequence[str | None], true_name: str) -> float:
     return sum(normalize_text(c) == normalize_text(true_name) for c in parsed) / len(parsed)
 
 
+def mean_parsed(values: Sequence[float | None]) -> float | None:
+    """Mean of the parsed values; None when none parse."""
+    parsed = [v for v in values if v is not None]
+    return sum(parsed) / len(parsed) if parsed else None
+
+
 def knowledge_score(scores: Sequence[float | None]) -> float | None:
     """Mean of the parsed 1-10 scores; None when none parse."""
-    parsed = [s for s in scores if s is not None]
-    return sum(parsed) / len(parsed) if parsed else None
+    return mean_parsed(scores)
 
 
 def rejection_vote(votes: Sequence[int | None]) -> int | None:
