@@ -21,8 +21,11 @@ from data_tools.llm.runner import KILL_AFTER_CALLS_ENV
 from eval_fixtures import run_eval_cli, write_jsonl
 from fault_proxy import FaultProxy
 
-SMALL = ["--judge-samples", "1", "--max-answer-tokens", "24", "--judge-max-tokens", "24", "--concurrency", "4",
-         "--judge-concurrency", "4", "--no-progress"]
+# A loaded 2-core machine needs far longer than an idle one: each module test gets its own, generous limit.
+pytestmark = pytest.mark.timeout(2400)
+
+SMALL = ["--judge-samples", "1", "--max-answer-tokens", "16", "--judge-max-tokens", "24", "--concurrency", "4",
+         "--judge-concurrency", "8", "--no-progress"]
 KILL_AFTER = 12  # stored judge calls before the process kills itself (the 8 answers come first)
 
 SESSIONS = [
