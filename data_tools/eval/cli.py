@@ -264,7 +264,21 @@ def _run(args) -> int:
         f"unparsable {unparsable}, failed calls {stats.failed_calls}; rejection ties or unparsed {report.reject_nulls}",
         file=sys.stderr,
     )
+    print(f"ditto-eval run: {_headline(args.out, records)}", file=sys.stderr)
     return 1 if stats.failed_calls else 0
+
+
+def _headline(path: Path, records: list) -> str:
+    """Every metric pooled over all turns; splits and intervals are `ditto-eval report`'s job."""
+    from data_tools.eval import bootstrap
+    from data_tools.eval.metrics import METRICS, load_results
+
+    results = load_results(path, list(enumerate(records, start=1)))
+    parts = []
+    for metric in METRICS:
+        value = bootstrap.pooled(results.sums[metric.key], results.counts[metric.key])
+        parts.append(f"{metric.title} {'n/a' if value is None else f'{value:.{metric.decimals}f}'}")
+    return "; ".join(parts)
 
 
 # ---- mtbench ---------------------------------------------------------------------------------
