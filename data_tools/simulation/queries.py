@@ -1,8 +1,12 @@
 """Query simulation: the JSON a model returns for a pair (A, B), and how it is read.
 
-The schema asks for exactly k questions, each with 1 or 2 evidence strings,
-and bounds every string's length so that a small model cannot ramble inside a
-string past the token limit, which would leave the JSON unfinished.
+The schema asks for exactly k questions, each with 1 or 2 evidence strings.
+Every string has a cap from a per-string budget that a natural question (or
+one copied fact) fits with room to spare. With constrained decoding a string
+that reaches its cap is closed by the grammar mid-word, so a reply holding
+such a string is treated as a failed parse and asked for again: nothing cut
+is kept. A reply that runs out of tokens before the JSON closes fails to
+parse the same way.
 """
 from __future__ import annotations
 
@@ -13,14 +17,9 @@ from ditto_native import normalize_text
 
 from data_tools.llm.jsonparse import parse_json_lenient
 
-MAX_STRING_CHARS = 160  # one question or one evidence fact
-MIN_STRING_CHARS = 48  # shorter caps cut natural questions mid-sentence
+QUESTION_MAX_CHARS = 200  # a long natural question is ~120 characters in English, ~50 in Chinese
+EVIDENCE_MAX_CHARS = 300  # one or two copied sentences
 MAX_EVIDENCE_ITEMS = 2
-CHARS_PER_TOKEN = 3  # below English's ~4, so all k * (1 + evidence) strings usually fit the token limit
-
-
-def _json_overhead_tokens(k: int) -> int:
-    return 8 + 12 * k  # braces, keys and quotes around k questions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +29,8 @@ class Question:
     source: str  # character_id of the role it was written for
 
 
-def questions_schema(k: int, max_tokens: int = 768) -> dict[str, Any]:
-    """JSON schema for k questions whose strings fit, all together, in about `max_tokens`."""
-    room = (max_tokens - _json_overhead_tokens(k)) * CHARS_PER_TOKEN // (k * (1 + MAX_EVIDENCE_ITEMS))
-    cap = max(MIN_STRING_CHARS, min(MAX_STRING_CHARS, room))
+def questions_schema(k: int) -> dict[str, Any]:
+    """JSON schema for exactly k questions, each with 1 to MAX_EVIDENCE_ITEMS evidence strings."""
     return {
         "type": "object",
         "properties": {
@@ -44,12 +41,12 @@ def questions_schema(k: int, max_tokens: int = 768) -> dict[str, Any]:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "question": {"type": "string", "minLength": 5, "maxLength": cap},
+                        "question": {"type": "string", "minLength": 5, "maxLength": QUESTION_MAX_CHARS},
                         "evidence": {
                             "type": "array",
                             "minItems": 1,
                             "maxItems": MAX_EVIDENCE_ITEMS,
-                            "items": {"type": "string", "minLength": 2, "maxLength": cap},
+                            "items": {"type": "string", "minLength": 2, "maxLength": EVIDENCE_MAX_CHARS},
                         },
                     },
                     "required": ["question", "evidence"],
@@ -63,7 +60,13 @@ def questions_schema(k: int, max_tokens: int = 768) -> dict[str, Any]:
 
 
 def parse_questions(text: str, source: str, k: int) -> list[Question] | None:
-    """Up to k questions read leniently from a reply; None when there are none.
+    """Up to k questions read leniently from a reply; None when there are none
+    or when a string reached its cap (see `read_questions`)."""
+    return read_questions(text, source, k)[0]
+
+
+def read_questions(text: str, source: str, k: int) -> tuple[list[Question] | None, str | None]:
+    """(up to k questions, None), or (None, why): `unparsable_json` or `string_at_cap`.
 
     Accepts the schema's shape, a bare list of question objects, or a list of
     plain strings (then without evidence), so endpoints that ignore
@@ -73,7 +76,7 @@ def parse_questions(text: str, source: str, k: int) -> list[Question] | None:
     if isinstance(value, dict):
         value = next((value[key] for key in ("questions", "items", "data") if isinstance(value.get(key), list)), None)
     if not isinstance(value, list):
-        return None
+        return None, "unparsable_json"
     questions: list[Question] = []
     seen: set[str] = set()
     for item in value:
@@ -88,9 +91,11 @@ def parse_questions(text: str, source: str, k: int) -> list[Question] | None:
             continue
         if isinstance(evidence, str):
             evidence = [evidence]
-        facts = tuple(e.strip() for e in evidence if isinstance(e, str) and e.strip()) if isinstance(evidence, list) else ()
+        evidence = [e for e in evidence if isinstance(e, str) and e.strip()] if isinstance(evidence, list) else []
+        if len(q) >= QUESTION_MAX_CHARS or any(len(e) >= EVIDENCE_MAX_CHARS for e in evidence):
+            return None, "string_at_cap"
         key = normalize_text(q)
         if key and key not in seen:
             seen.add(key)
-            questions.append(Question(q.strip(), facts, source))
-    return questions[:k] or None
+            questions.append(Question(q.strip(), tuple(e.strip() for e in evidence), source))
+    return (questions[:k], None) if questions else (None, "unparsable_json")
