@@ -8,8 +8,8 @@ the roles of a language are put in a seeded order, and in round j role i is
 paired with role i + s_j (mod n), for a shift s_j that is never 0. Each round
 is then a derangement, and each role is B exactly once per round.
 
-The order sorts by category (real or fictional), then era, then domain, with a
-seeded hash breaking ties, and the shifts start at n/2: a role is paired with
+The order sorts by category (real or fictional), then era (by century), then
+domain, with a seeded hash ordering the roles alike in all three, and the shifts start at n/2: a role is paired with
 one about half the order away, which is most often of another category, era
 or field. Planning is a sort, O(N log N), and depends only on the roles and
 the seed, not on their order in the table.
@@ -39,10 +39,10 @@ def difference(a: Role, b: Role) -> float:
 
 
 def contrast_order(roles: Sequence[Role], seed: int) -> list[Role]:
-    """`roles` sorted by category, era, domain, then a seeded hash of (id, lang)."""
+    """`roles` sorted by category, century, domain, then a seeded hash of (id, lang)."""
     def key(r: Role):
         return (
-            r.category, r.era is None, r.era or 0, min(r.domain) if r.domain else "",
+            r.category, r.era is None, (r.era or 0) // ERA_GAP_YEARS, min(r.domain) if r.domain else "",
             stable_int(seed, "partner-order", r.character_id, r.lang), r.character_id,
         )
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 import polars as pl
 from ditto_native import DittoError
@@ -89,6 +90,17 @@ def roles_from_table(table: pl.DataFrame, *, source: str) -> list[Role]:
             )
         )
     return roles
+
+
+def first_per_language(roles: Sequence[Role], limit: int) -> list[Role]:
+    """The first `limit` roles of each language, in table order: the same number per language."""
+    seen: Counter[str] = Counter()
+    out = []
+    for role in roles:
+        if seen[role.lang] < limit:
+            seen[role.lang] += 1
+            out.append(role)
+    return out
 
 
 def era_of(claims: Iterable[tuple[str, str]]) -> int | None:
