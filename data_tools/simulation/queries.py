@@ -27,6 +27,11 @@ class Question:
     text: str
     evidence: tuple[str, ...]
     source: str  # character_id of the role it was written for
+    key: str = dataclasses.field(default="", compare=False, repr=False)  # normalised text, for dedupe
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", normalize_text(self.text))
 
 
 def questions_schema(k: int) -> dict[str, Any]:
@@ -97,5 +102,5 @@ def read_questions(text: str, source: str, k: int) -> tuple[list[Question] | Non
         key = normalize_text(q)
         if key and key not in seen:
             seen.add(key)
-            questions.append(Question(q.strip(), tuple(e.strip() for e in evidence), source))
+            questions.append(Question(q.strip(), tuple(e.strip() for e in evidence), source, key))
     return (questions[:k], None) if questions else (None, "unparsable_json")
