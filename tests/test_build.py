@@ -35,6 +35,7 @@ out_dir = "{tmp / 'out'}"
 sample = true
 languages = ["en"]
 per_category = 1
+profile_chars = 400
 
 [simulate]
 model = "smollm2"
@@ -45,7 +46,6 @@ concurrency = 4
 seed = 0
 max_query_tokens = 96
 max_answer_tokens = 24
-profile_chars = 400
 no_progress = true
 
 [clean]
