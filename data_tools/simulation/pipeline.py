@@ -199,7 +199,6 @@ def simulate(
 
 def _ask_questions(pairs, runner: CallRunner, templates: PromptTemplates, config: SimulationConfig, report: SimulationReport):
     """Questions per (role index, call index), evidence verified; retries failed parses as new samples."""
-    schema = questions_schema(config.questions_per_pair)
     asked: dict[tuple[int, int], list[Question]] = {}
     materials: dict[int, Material] = {}
     pending = list(pairs)
@@ -218,7 +217,7 @@ def _ask_questions(pairs, runner: CallRunner, templates: PromptTemplates, config
                     [{"role": "user", "content": prompt}],
                     max_tokens=config.max_query_tokens, temperature=config.temperature, top_p=config.top_p,
                     seed=stable_int(config.seed, "query", role.character_id, role.lang, j, attempt, bits=SEED_BITS),
-                    json_schema=schema, sample_index=attempt,
+                    json_schema=questions_schema(config.questions_per_pair, role.lang), sample_index=attempt,
                 )
             )
         unparsed = []

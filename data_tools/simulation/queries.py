@@ -34,8 +34,18 @@ class Question:
             object.__setattr__(self, "key", normalize_text(self.text))
 
 
-def questions_schema(k: int) -> dict[str, Any]:
-    """JSON schema for exactly k questions, each with 1 to MAX_EVIDENCE_ITEMS evidence strings."""
+# A Chinese question opens in Chinese (after an optional quote or bracket). Small
+# models asked in Chinese often drift into English; once the first character is
+# Han they stay in Chinese, and the clean stage's script check keeps the turn.
+_OPENS_IN_HAN = r"^[“「《（(]?\p{Han}.*$"
+
+
+def questions_schema(k: int, lang: str = "en") -> dict[str, Any]:
+    """JSON schema for exactly k questions, each with 1 to MAX_EVIDENCE_ITEMS evidence strings;
+    for Chinese (`zh`, `zh-*`), each question opens with a Han character."""
+    question: dict[str, Any] = {"type": "string", "minLength": 5, "maxLength": QUESTION_MAX_CHARS}
+    if lang == "zh" or lang.startswith("zh-"):
+        question["pattern"] = _OPENS_IN_HAN
     return {
         "type": "object",
         "properties": {
@@ -46,7 +56,7 @@ def questions_schema(k: int) -> dict[str, Any]:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "question": {"type": "string", "minLength": 5, "maxLength": QUESTION_MAX_CHARS},
+                        "question": question,
                         "evidence": {
                             "type": "array",
                             "minItems": 1,
