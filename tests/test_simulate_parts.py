@@ -183,6 +183,26 @@ def test_a_string_at_its_cap_fails_the_parse():
     assert read_questions(reply("Why?", "y" * EVIDENCE_MAX_CHARS), "Q1", 1) == (None, "string_at_cap")
     item = questions_schema(3)["properties"]["questions"]["items"]["properties"]
     assert item["question"]["maxLength"] == QUESTION_MAX_CHARS and item["evidence"]["items"]["maxLength"] == EVIDENCE_MAX_CHARS
+    assert "pattern" not in item["question"]
+
+
+def test_chinese_questions_must_open_in_chinese():
+    """The query schema's pattern, compiled by the engine's grammar library on SmolLM2's vocabulary."""
+    from ditto_jax.generation.constraints import build_lltokenizer, grammar_for, new_matcher
+    from ditto_jax.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2").tokenizer
+    lltokenizer = build_lltokenizer(tokenizer, tokenizer.get_vocab_size(), [2])
+
+    def accepted(lang: str, question: str) -> bool:
+        matcher = new_matcher(lltokenizer, grammar_for(json_schema=questions_schema(1, lang)), "test")
+        reply = '{"questions": [{"question": "%s", "evidence": ["孔子是鲁国人"]}]}' % question
+        ids = tokenizer.encode(reply, add_special_tokens=False).ids
+        return matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()
+
+    assert accepted("zh", "你为什么要去鲁国？") and accepted("zh-hant", "《论语》是谁编的？")
+    assert not accepted("zh", "Why did you go to Lu?")
+    assert accepted("en", "Why did you go to Lu?")
 
 
 def test_json_lenient():
