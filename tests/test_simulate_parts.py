@@ -18,7 +18,8 @@ from data_tools.simulation.partners import difference, plan_partners, rotation_s
 from data_tools.simulation.pipeline import SimulationConfig, SimulationReport
 from data_tools.simulation.prompts import PromptTemplates
 from data_tools.simulation.queries import (
-    EVIDENCE_MAX_CHARS, QUESTION_MAX_CHARS, Question, parse_questions, questions_schema, read_questions,
+    EVIDENCE_MAX_CHARS, EVIDENCE_MAX_CHARS_ZH, QUESTION_MAX_CHARS, QUESTION_MAX_CHARS_ZH, Question, parse_questions,
+    questions_schema, read_questions, string_caps,
 )
 from data_tools.simulation.roles import Role, first_per_language, parse_year, roles_from_table
 from data_tools.simulation.seeding import session_id
@@ -184,6 +185,10 @@ def test_a_string_at_its_cap_fails_the_parse():
     item = questions_schema(3)["properties"]["questions"]["items"]["properties"]
     assert item["question"]["maxLength"] == QUESTION_MAX_CHARS and item["evidence"]["items"]["maxLength"] == EVIDENCE_MAX_CHARS
     assert "pattern" not in item["question"]
+    zh = questions_schema(3, "zh")["properties"]["questions"]["items"]["properties"]
+    assert (zh["question"]["maxLength"], zh["evidence"]["items"]["maxLength"]) == string_caps("zh") == (QUESTION_MAX_CHARS_ZH, EVIDENCE_MAX_CHARS_ZH)
+    assert read_questions(reply("你" * QUESTION_MAX_CHARS_ZH, "事实"), "Q1", 1, "zh") == (None, "string_at_cap")
+    assert read_questions(reply("你" * (QUESTION_MAX_CHARS_ZH - 1), "事实"), "Q1", 1, "zh")[1] is None
 
 
 def test_chinese_questions_must_open_in_chinese():

@@ -225,7 +225,7 @@ def _ask_questions(pairs, runner: CallRunner, templates: PromptTemplates, config
             if isinstance(result, CallFailed):
                 report.query_failures[f"call_failed:{result.reason}"] += 1  # the backend already retried it
                 continue
-            questions, why = read_questions(result.text, role.character_id, config.questions_per_pair)
+            questions, why = read_questions(result.text, role.character_id, config.questions_per_pair, role.lang)
             if questions is None:
                 if why == "string_at_cap":
                     report.lang(role.lang).replies_at_cap += 1

@@ -17,9 +17,22 @@ from ditto_native import normalize_text
 
 from data_tools.llm.jsonparse import parse_json_lenient
 
-QUESTION_MAX_CHARS = 200  # a long natural question is ~120 characters in English, ~50 in Chinese
+QUESTION_MAX_CHARS = 200  # a long natural question is ~120 characters in English
 EVIDENCE_MAX_CHARS = 300  # one or two copied sentences
+# Chinese says as much in about 40% of the characters (and costs SmolLM2's
+# tokenizer 2-3 tokens a character): a long natural question is ~50 characters.
+QUESTION_MAX_CHARS_ZH = 80
+EVIDENCE_MAX_CHARS_ZH = 120
 MAX_EVIDENCE_ITEMS = 2
+
+
+def _chinese(lang: str) -> bool:
+    return lang == "zh" or lang.startswith("zh-")
+
+
+def string_caps(lang: str) -> tuple[int, int]:
+    """(question, evidence) caps in characters for a language."""
+    return (QUESTION_MAX_CHARS_ZH, EVIDENCE_MAX_CHARS_ZH) if _chinese(lang) else (QUESTION_MAX_CHARS, EVIDENCE_MAX_CHARS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +56,9 @@ _OPENS_IN_HAN = r"^[“「《（(]?\p{Han}.*$"
 def questions_schema(k: int, lang: str = "en") -> dict[str, Any]:
     """JSON schema for exactly k questions, each with 1 to MAX_EVIDENCE_ITEMS evidence strings;
     for Chinese (`zh`, `zh-*`), each question opens with a Han character."""
-    question: dict[str, Any] = {"type": "string", "minLength": 5, "maxLength": QUESTION_MAX_CHARS}
-    if lang == "zh" or lang.startswith("zh-"):
+    question_cap, evidence_cap = string_caps(lang)
+    question: dict[str, Any] = {"type": "string", "minLength": 5, "maxLength": question_cap}
+    if _chinese(lang):
         question["pattern"] = _OPENS_IN_HAN
     return {
         "type": "object",
@@ -61,7 +75,7 @@ def questions_schema(k: int, lang: str = "en") -> dict[str, Any]:
                             "type": "array",
                             "minItems": 1,
                             "maxItems": MAX_EVIDENCE_ITEMS,
-                            "items": {"type": "string", "minLength": 2, "maxLength": EVIDENCE_MAX_CHARS},
+                            "items": {"type": "string", "minLength": 2, "maxLength": evidence_cap},
                         },
                     },
                     "required": ["question", "evidence"],
@@ -74,19 +88,20 @@ def questions_schema(k: int, lang: str = "en") -> dict[str, Any]:
     }
 
 
-def parse_questions(text: str, source: str, k: int) -> list[Question] | None:
+def parse_questions(text: str, source: str, k: int, lang: str = "en") -> list[Question] | None:
     """Up to k questions read leniently from a reply; None when there are none
     or when a string reached its cap (see `read_questions`)."""
-    return read_questions(text, source, k)[0]
+    return read_questions(text, source, k, lang)[0]
 
 
-def read_questions(text: str, source: str, k: int) -> tuple[list[Question] | None, str | None]:
+def read_questions(text: str, source: str, k: int, lang: str = "en") -> tuple[list[Question] | None, str | None]:
     """(up to k questions, None), or (None, why): `unparsable_json` or `string_at_cap`.
 
     Accepts the schema's shape, a bare list of question objects, or a list of
     plain strings (then without evidence), so endpoints that ignore
     `response_format` still count when their JSON is usable.
     """
+    question_cap, evidence_cap = string_caps(lang)
     value = parse_json_lenient(text)
     if isinstance(value, dict):
         value = next((value[key] for key in ("questions", "items", "data") if isinstance(value.get(key), list)), None)
@@ -107,7 +122,7 @@ def read_questions(text: str, source: str, k: int) -> tuple[list[Question] | Non
         if isinstance(evidence, str):
             evidence = [evidence]
         evidence = [e for e in evidence if isinstance(e, str) and e.strip()] if isinstance(evidence, list) else []
-        if len(q) >= QUESTION_MAX_CHARS or any(len(e) >= EVIDENCE_MAX_CHARS for e in evidence):
+        if len(q) >= question_cap or any(len(e) >= evidence_cap for e in evidence):
             return None, "string_at_cap"
         key = normalize_text(q)
         if key and key not in seen:
