@@ -110,6 +110,7 @@ def plan_stages(config: dict[str, Any], config_path: Path) -> list[StagePlan]:
     tok = dict(config.get("tokenize", {}))
     characters_out = out_dir / "characters.parquet"
     dialogues_out = out_dir / "dialogues.parquet"
+    simulate_report = out_dir / "dialogues.report.json"
     clean_out, quarantine_out = out_dir / "clean.parquet", out_dir / "quarantine.parquet"
     report_out = out_dir / "clean.report.json"
     shards_out = out_dir / "shards"
@@ -136,9 +137,10 @@ def plan_stages(config: dict[str, Any], config_path: Path) -> list[StagePlan]:
         StagePlan("characters", _flags(chars) + ["--out", str(characters_out)], char_inputs, [characters_out], chars),
         StagePlan(
             "simulate",
-            ["--characters", str(characters_out), "--out", str(dialogues_out)] + _flags(sim, repeat={"endpoint": "--endpoint"}),
+            ["--characters", str(characters_out), "--out", str(dialogues_out), "--report", str(simulate_report)]
+            + _flags(sim, repeat={"endpoint": "--endpoint"}),
             sim_inputs,
-            [dialogues_out],
+            [dialogues_out, simulate_report],
             sim_key_settings,
         ),
         StagePlan(
@@ -281,6 +283,39 @@ def format_summary(results: list[StageResult]) -> str:
     return "\n".join(lines)
 
 
+def language_summary(out_dir: Path) -> str:
+    """Per language: clean sessions and turns, the share of paired contrastive
+    turns, the verified-evidence rate, trimmed answers, and dropped turns by reason."""
+    import polars as pl
+
+    clean = pl.read_parquet(out_dir / "clean.parquet")
+    quarantine = pl.read_parquet(out_dir / "quarantine.parquet")
+    report_path = out_dir / "dialogues.report.json"
+    simulated = json.loads(report_path.read_text()).get("by_lang", {}) if report_path.exists() else {}
+    langs = sorted({*clean["lang"].unique().to_list(), *quarantine["lang"].unique().to_list(), *simulated})
+    lines = ["lang  sessions  turns  paired  evidence verified  trimmed  dropped turns by reason"]
+    for lang in langs:
+        c = clean.filter(pl.col("lang") == lang)
+        turns = int(c["messages"].list.len().sum() // 2) if c.height else 0
+        if "pairings" in c.columns and c.height:
+            pairings = c["pairings"].explode().drop_nulls()
+            paired = f"{(pairings == 'paired').mean():.0%}" if pairings.len() else "n/a"
+        else:
+            paired = "n/a"
+        trimmed = int((c["finish_reasons"].explode() == "length_trimmed").sum()) if c.height else 0
+        sim = simulated.get(lang, {})
+        checked, verified = sim.get("evidence_checked", 0), sim.get("evidence_verified", 0)
+        evidence = f"{verified / checked:.0%} ({verified}/{checked})" if checked else "n/a"
+        q = quarantine.filter(pl.col("lang") == lang)
+        by_reason = (
+            q.group_by("reason").agg((pl.col("messages").list.len() // 2).sum().alias("turns")).sort("turns", "reason", descending=[True, False])
+            if q.height else pl.DataFrame({"reason": [], "turns": []})
+        )
+        dropped = ", ".join(f"{r} {t}" for r, t in by_reason.iter_rows()) or "none"
+        lines.append(f"{lang:<5} {c.height:>8} {turns:>6} {paired:>7} {evidence:>18} {trimmed:>8}  {dropped}")
+    return "\n".join(lines)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "build",
@@ -296,4 +331,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_build(args: argparse.Namespace) -> int:
     results = run_build(args.config)
     print(format_summary(results))
+    config, config_path = load_config(args.config)
+    out_dir = plan_stages(config, config_path)[0].outputs[0].parent
+    print(language_summary(out_dir))
     return 0
