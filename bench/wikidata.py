@@ -19,21 +19,15 @@ entities/s for each, and the ratio. Target: Rust >= 10x Python.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Scripts in bench/ are named like stdlib modules (tokenize.py); running one
-# puts bench/ first on sys.path, where it would shadow the stdlib.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import gzip
 import json
 import os
 import random
 import shutil
+import sys
 import time
+from pathlib import Path
 
 import ditto_native
 

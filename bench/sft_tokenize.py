@@ -1,6 +1,6 @@
 """Benchmark: render + tokenize + loss-mask + pack, Rust path vs baselines.
 
-    .venv/bin/python bench/tokenize.py [--tokenizer smollm2] [--sessions 4000] [--seq-len 2048]
+    .venv/bin/python bench/sft_tokenize.py [--tokenizer smollm2] [--sessions 4000] [--seq-len 2048]
 
 On the same Ditto-shaped corpus (system prompt + 5 question/answer turns of
 realistic lengths, made up deterministically), it measures conversations/s
@@ -19,22 +19,15 @@ Targets: >= 20x (a), >= 0.7x (b); packing efficiency >= 95% real tokens.
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import os
+import random
+import time
 from pathlib import Path
 
-# This file shares its name with the stdlib's `tokenize`, which libraries import:
-# take its folder off the import path, and put the repository on it.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import pyarrow as pa
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
-
-import pyarrow as pa  # noqa: E402
-
-from data_tools.tokenize import TokenizeConfig, load_tokenizer_source, pack_sessions  # noqa: E402
+from data_tools.tokenize import TokenizeConfig, load_tokenizer_source, pack_sessions
 
 WORDS = (
     "the of and to in was he his that with for as on by at from an which were had first this who their "
