@@ -172,5 +172,6 @@ def wikidata_scan(
     after every chunk and resumed from on the next call.
     Raises DittoError for input that is not a dump (one line), OSError for I/O."""
 
-def wikidata_decompressed_len(path: str | PathLike[str]) -> int:
-    """Decompress the dump and return its length in bytes."""
+def wikidata_decompressed_len(path: str | PathLike[str], *, parallel: bool = True) -> int:
+    """Decompress the dump and return its length in bytes; `parallel=False`
+    decodes bzip2 on one thread (the scan decodes it across blocks)."""

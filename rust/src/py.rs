@@ -80,9 +80,9 @@ fn py_wikidata_scan<'py>(
 
 /// Decompresses a dump and returns its length in bytes (the decompression floor).
 #[pyfunction]
-#[pyo3(name = "wikidata_decompressed_len")]
-fn py_wikidata_decompressed_len(py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
-    py.detach(|| wikidata::decompressed_len(&path)).map_err(scan_error)
+#[pyo3(name = "wikidata_decompressed_len", signature = (path, *, parallel=true))]
+fn py_wikidata_decompressed_len(py: Python<'_>, path: std::path::PathBuf, parallel: bool) -> PyResult<u64> {
+    py.detach(|| wikidata::decompressed_len(&path, parallel)).map_err(scan_error)
 }
 
 fn ditto_err(e: impl std::fmt::Display) -> PyErr {
