@@ -135,6 +135,26 @@ def near_duplicates(
     """MinHash-LSH clusters verified by exact Jaccard >= threshold:
     (lowest index of each text's cluster, closest verified match or null, its Jaccard)."""
 
+def duplicates(
+    texts: Any,
+    groups: Any | None = None,
+    *,
+    exact: bool,
+    threshold: float | None = None,
+    word_ngram: int,
+    cjk_char_ngram: int,
+    num_perm: int,
+    bands: int,
+    rows: int,
+    seed: int,
+    max_bucket_window: int,
+    num_threads: int | None = None,
+) -> tuple[pa.UInt32Array | None, tuple[pa.UInt32Array, pa.UInt32Array, pa.FloatArray] | None]:
+    """Both dedupe passes over one column, each text normalised once:
+    (exact_duplicates' result if `exact`, near_duplicates' result if
+    `threshold` is set). The near pass runs on the texts that are not exact
+    duplicates, and its indices count those texts only, in order."""
+
 def check_turns(
     *,
     session_index: Any,
@@ -172,5 +192,6 @@ def wikidata_scan(
     after every chunk and resumed from on the next call.
     Raises DittoError for input that is not a dump (one line), OSError for I/O."""
 
-def wikidata_decompressed_len(path: str | PathLike[str]) -> int:
-    """Decompress the dump and return its length in bytes."""
+def wikidata_decompressed_len(path: str | PathLike[str], *, parallel: bool = True) -> int:
+    """Decompress the dump and return its length in bytes; `parallel=False`
+    decodes bzip2 on one thread (the scan decodes it across blocks)."""

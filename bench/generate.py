@@ -46,10 +46,7 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-# bench/tokenize.py would shadow the standard library's `tokenize` (inspect imports it).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 PROMPTS = [

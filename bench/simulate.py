@@ -23,21 +23,16 @@ Without --characters it uses the built-in sample (English and Chinese).
 """
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
 import sys
-
-# bench/ holds a tokenize.py, which would shadow the standard library's `tokenize` for a script run from here.
-if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import random
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -98,15 +98,16 @@ def _fallback_turns(turns: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
 def _dedupe_questions(turns: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
     """Marks repeated questions of one character among the turns still passing."""
     ok = turns.with_row_index("_pos").filter(pl.col("reason").is_null())
-    if cfg.exact_dedupe_questions and ok.height:
-        first = native.exact_duplicate_of(ok["question"], ok["_group"], cfg)
+    exact, near = cfg.exact_dedupe_questions, cfg.question_near_dup_threshold
+    first, near = native.duplicates_of(ok["question"], ok["_group"], exact, near, cfg) if ok.height else (None, None)
+    if first is not None:
         dup = first != pl.int_range(ok.height, eager=True, dtype=pl.UInt32)
         src = ok[first.filter(dup)]
         details = pl.format("question repeats session {} turn {}", src["session_id"], src["_turn"])
         turns = _scatter(turns, ok["_pos"].filter(dup), "exact_duplicate", pl.select(details).to_series())
         ok = ok.filter(~dup)
-    if cfg.question_near_dup_threshold is not None and ok.height:
-        rep, partner, jac = native.near_duplicate_of(ok["question"], ok["_group"], cfg.question_near_dup_threshold, cfg)
+    if near is not None and ok.height:
+        rep, partner, jac = near
         dup = rep != pl.int_range(ok.height, eager=True, dtype=pl.UInt32)
         src = ok[partner.filter(dup)]
         details = pl.select(
@@ -172,8 +173,9 @@ def _dedupe_sessions(rebuilt: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
         "session_id",
         pl.col("messages").list.eval(pl.element().struct.field("content")).list.join("\n").alias("_text"),
     )
-    if cfg.exact_dedupe_sessions and ok.height:
-        first = native.exact_duplicate_of(ok["_text"], None, cfg)
+    exact, near = cfg.exact_dedupe_sessions, cfg.session_near_dup_threshold
+    first, near = native.duplicates_of(ok["_text"], None, exact, near, cfg) if ok.height else (None, None)
+    if first is not None:
         dup = first != pl.int_range(ok.height, eager=True, dtype=pl.UInt32)
         src = ok[first.filter(dup)]
         found.append(
@@ -183,8 +185,8 @@ def _dedupe_sessions(rebuilt: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
             )
         )
         ok = ok.filter(~dup)
-    if cfg.session_near_dup_threshold is not None and ok.height:
-        rep, partner, jac = native.near_duplicate_of(ok["_text"], None, cfg.session_near_dup_threshold, cfg)
+    if near is not None and ok.height:
+        rep, partner, jac = near
         dup = rep != pl.int_range(ok.height, eager=True, dtype=pl.UInt32)
         src, rsrc = ok[partner.filter(dup)], ok[rep.filter(dup)]
         found.append(

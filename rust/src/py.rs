@@ -81,9 +81,9 @@ fn py_wikidata_scan<'py>(
 
 /// Decompresses a dump and returns its length in bytes (the decompression floor).
 #[pyfunction]
-#[pyo3(name = "wikidata_decompressed_len")]
-fn py_wikidata_decompressed_len(py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
-    py.detach(|| wikidata::decompressed_len(&path)).map_err(scan_error)
+#[pyo3(name = "wikidata_decompressed_len", signature = (path, *, parallel=true))]
+fn py_wikidata_decompressed_len(py: Python<'_>, path: std::path::PathBuf, parallel: bool) -> PyResult<u64> {
+    py.detach(|| wikidata::decompressed_len(&path, parallel)).map_err(scan_error)
 }
 
 fn ditto_err(e: impl std::fmt::Display) -> PyErr {
@@ -490,6 +490,63 @@ fn py_near_duplicates<'py>(
     ))
 }
 
+fn near_to_pyarrow(py: Python<'_>, r: dedupe::NearDuplicates) -> PyResult<Bound<'_, pyo3::types::PyTuple>> {
+    let partner: UInt32Array = r.partner.iter().map(|&p| (p != dedupe::NO_PARTNER).then_some(p)).collect();
+    pyo3::types::PyTuple::new(
+        py,
+        [
+            to_pyarrow(py, Arc::new(UInt32Array::from(r.representative)))?,
+            to_pyarrow(py, Arc::new(partner))?,
+            to_pyarrow(py, Arc::new(Float32Array::from(r.jaccard)))?,
+        ],
+    )
+}
+
+/// Exact, then near-duplicate passes over one column, normalising each text once.
+#[pyfunction]
+#[pyo3(
+    name = "duplicates",
+    signature = (texts, groups=None, *, exact, threshold=None, word_ngram, cjk_char_ngram, num_perm, bands, rows, seed, max_bucket_window, num_threads=None)
+)]
+#[allow(clippy::too_many_arguments)]
+fn py_duplicates<'py>(
+    py: Python<'py>,
+    texts: AnyArray,
+    groups: Option<AnyArray>,
+    exact: bool,
+    threshold: Option<f64>,
+    word_ngram: usize,
+    cjk_char_ngram: usize,
+    num_perm: usize,
+    bands: usize,
+    rows: usize,
+    seed: u64,
+    max_bucket_window: usize,
+    num_threads: Option<usize>,
+) -> PyResult<(Option<Bound<'py, PyAny>>, Option<Bound<'py, pyo3::types::PyTuple>>)> {
+    let cfg = threshold.map(|threshold| dedupe::LshConfig {
+        shingles: dedupe::ShingleConfig { word_ngram, cjk_char_ngram },
+        num_perm,
+        bands,
+        rows,
+        threshold,
+        seed,
+        max_bucket_window,
+    });
+    let chunks = arrow_chunks(texts, "texts")?;
+    let texts = str_values(&chunks, "texts")?;
+    let groups = groups_of(groups)?;
+    let (first, near) = py
+        .detach(|| {
+            dedupe::with_threads(num_threads, || dedupe::duplicates(&texts, groups.as_deref(), exact, cfg.as_ref()))
+        })
+        .and_then(|r| r)
+        .map_err(project_err)?;
+    let first = first.map(|f| to_pyarrow(py, Arc::new(UInt32Array::from(f)))).transpose()?;
+    let near = near.map(|r| near_to_pyarrow(py, r)).transpose()?;
+    Ok((first, near))
+}
+
 // ---------------------------------------------------------------- filters
 
 #[pyfunction]
@@ -578,6 +635,7 @@ fn ditto_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("REASON_CODES", codes)?;
     m.add_function(wrap_pyfunction!(py_exact_duplicates, m)?)?;
     m.add_function(wrap_pyfunction!(py_near_duplicates, m)?)?;
+    m.add_function(wrap_pyfunction!(py_duplicates, m)?)?;
     m.add_function(wrap_pyfunction!(py_check_turns, m)?)?;
     Ok(())
 }
