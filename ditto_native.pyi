@@ -66,6 +66,26 @@ class ChatEncoder:
         list<uint8> (null when dropped) and drop_reason (null when kept)."""
 
 @final
+class PromptEncoder:
+    """Inference prompts with the same injection-safe rendering as `ChatEncoder`:
+    special-token text inside a message is encoded as plain text, so it cannot
+    forge a turn. No turn-layout probe, so any chat template works; a leading
+    system message the template drops is folded into the first user message."""
+
+    def __init__(
+        self,
+        tokenizer_json: str,
+        chat_template: str,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        template_vars: Mapping[str, Any] | None = None,
+    ) -> None: ...
+    @property
+    def system_policy(self) -> Literal["native", "fold_into_first_user"]: ...
+    def encode(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of one conversation (dicts with string role and content)."""
+
+@final
 class SftPacker:
     """Encodes sessions chunk by chunk, then packs train and held-out rows."""
 

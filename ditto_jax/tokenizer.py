@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
+import ditto_native
 from ditto_jax.chat_template import ChatTemplate
 from ditto_native import DittoError
 
@@ -50,8 +51,34 @@ class TokenizerBundle:
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **template_vars)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True, **template_vars) -> list[int]:
-        # Like transformers' apply_chat_template(tokenize=True): the template writes any bos itself.
-        return self.encode(self.render(messages, add_generation_prompt=add_generation_prompt, **template_vars))
+        """Token ids of a conversation ({role, content} dicts), for inference.
+
+        The same injection-safe Rust encoder as `ditto-data tokenize`
+        (`ditto_native.PromptEncoder`): special-token text inside a message
+        (a literal `<|im_end|>`) is encoded as plain text, so it cannot close
+        a turn; a system message the template would drop is folded into the
+        first user message, as for training. Otherwise the ids equal
+        transformers' `apply_chat_template(tokenize=True)` (the template
+        writes any bos itself).
+        """
+        return self.prompt_encoder(**template_vars).encode(
+            [{"role": m["role"], "content": m["content"]} for m in messages], add_generation_prompt
+        )
+
+    def prompt_encoder(self, **template_vars):
+        """The Rust prompt encoder for these template variables (built once per set, ~0.1 s)."""
+        if self.chat_template is None:
+            raise DittoError(f"tokenizer {self.name}: no chat template")
+        key = json.dumps(template_vars, sort_keys=True, default=str)
+        cache = self.__dict__.setdefault("_prompt_encoders", {})  # frozen dataclass: a private, lazily filled cache
+        encoder = cache.get(key)
+        if encoder is None:
+            template = self.chat_template
+            encoder = ditto_native.PromptEncoder(
+                self.tokenizer.to_str(), template.source, template.bos_token, template.eos_token, template_vars or None
+            )
+            cache[key] = encoder
+        return encoder
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

@@ -7,6 +7,7 @@ use pyo3_arrow::input::AnyRecordBatch;
 use pyo3_arrow::PyRecordBatch;
 use serde_json::{Map, Value as Json};
 
+use crate::prompt::PromptEncoder;
 use crate::sft::{self, ChatEncoder, Overlong, PackConfig, Packer, Session};
 use crate::template::{ChatTemplate, TemplateError};
 use crate::wikidata;
@@ -241,6 +242,62 @@ impl PyChatEncoder {
             })
             .map_err(ditto_err)?;
         PyRecordBatch::new(batch).into_pyarrow(py)
+    }
+}
+
+/// Inference prompts with message content kept as text (see `prompt`): the
+/// same rendering and tokenization as `ChatEncoder`, without the turn layout.
+#[pyclass(name = "PromptEncoder", module = "ditto_native", frozen)]
+struct PyPromptEncoder {
+    inner: PromptEncoder,
+}
+
+/// (role, content) string pairs from a list of dicts.
+fn to_pairs(messages: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    let values = to_messages(messages)?;
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match (m.get("role").and_then(Json::as_str), m.get("content").and_then(Json::as_str)) {
+            (Some(r), Some(c)) => Ok((r.to_owned(), c.to_owned())),
+            _ => Err(DittoError::new_err(format!("chat input: messages[{i}] needs string 'role' and 'content'"))),
+        })
+        .collect()
+}
+
+#[pymethods]
+impl PyPromptEncoder {
+    #[new]
+    #[pyo3(signature = (tokenizer_json, chat_template, bos_token=None, eos_token=None, template_vars=None))]
+    fn new(
+        py: Python<'_>,
+        tokenizer_json: &str,
+        chat_template: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+        template_vars: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let extra = to_extra(template_vars)?;
+        let inner = py
+            .detach(|| PromptEncoder::new(tokenizer_json, chat_template, bos_token, eos_token, extra))
+            .map_err(ditto_err)?;
+        Ok(Self { inner })
+    }
+
+    #[getter]
+    fn system_policy(&self) -> &'static str {
+        self.inner.system_policy().as_str()
+    }
+
+    /// Token ids of one conversation (list of {role, content} dicts).
+    #[pyo3(signature = (messages, add_generation_prompt=true))]
+    fn encode(&self, py: Python<'_>, messages: &Bound<'_, PyAny>, add_generation_prompt: bool) -> PyResult<Vec<u32>> {
+        let pairs = to_pairs(messages)?;
+        py.detach(|| {
+            let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
+            self.inner.encode_prompt(&borrowed, add_generation_prompt)
+        })
+        .map_err(ditto_err)
     }
 }
 
@@ -521,6 +578,7 @@ fn ditto_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_render_chat_template, m)?)?;
     m.add_class::<PyChatTemplate>()?;
     m.add_class::<PyChatEncoder>()?;
+    m.add_class::<PyPromptEncoder>()?;
     m.add_class::<PySftPacker>()?;
     m.add_function(wrap_pyfunction!(py_is_heldout, m)?)?;
     m.add_function(wrap_pyfunction!(py_system_message, m)?)?;
