@@ -95,10 +95,14 @@ def load_tokenizer_source(ref: str | Path) -> TokenizerSource:
     Face folder, a .gguf file) or a folder holding only tokenizer files."""
     from ditto_jax.tokenizer import load_tokenizer  # data_tools imports ditto_jax lazily
 
-    bundle = load_tokenizer(ref)
+    return tokenizer_source_from_bundle(load_tokenizer(ref), f"--tokenizer {ref}")
+
+
+def tokenizer_source_from_bundle(bundle, what: str) -> TokenizerSource:
+    """The encoder's inputs from an already loaded `ditto_jax` TokenizerBundle; `what` names it in errors."""
     template = bundle.chat_template
     if template is None:
-        raise DittoError(f"--tokenizer {ref}: {bundle.name} has no chat template")
+        raise DittoError(f"{what}: {bundle.name} has no chat template")
     return TokenizerSource(
         name=bundle.name,
         tokenizer_json=bundle.tokenizer.to_str(),

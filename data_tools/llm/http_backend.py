@@ -144,6 +144,24 @@ class HttpBackend:
         with self._lock:
             return dict(self._retries)
 
+    def check_reachable(self, option: str = "--endpoint", timeout_s: float = 10.0) -> None:
+        """Fail fast, in one line, when no endpoint accepts a connection.
+
+        Without this, a typo in a URL costs every retry's backoff before the
+        run gives up. Endpoints that are down while others are up only warn:
+        the load balancing skips them.
+        """
+        down: list[str] = []
+        for endpoint in self.endpoints:
+            try:
+                socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s).close()
+            except OSError as exc:
+                down.append(f"{option} {endpoint.url}: unreachable ({exc.strerror or type(exc).__name__})")
+        if len(down) == len(self.endpoints):
+            raise DittoError(down[0] if len(down) == 1 else f"{down[0]} (and every other endpoint)")
+        for line in down:
+            log.warning("%s; using the other endpoints", line)
+
     def close(self) -> None:
         """Close the connections of finished worker threads."""
         with self._lock:

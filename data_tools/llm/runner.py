@@ -40,12 +40,12 @@ class CallRunner:
     >>> results = runner.run([ChatRequest.chat([{"role": "user", "content": "Hi"}], max_tokens=16)])  # doctest: +SKIP
     """
 
-    def __init__(self, backend: Backend, cache: CallCache, *, progress: bool = False):
+    def __init__(self, backend: Backend, cache: CallCache, *, progress: bool = False, desc: str = "simulate"):
         self.backend = backend
         self.cache = cache
         self.stats = CallStats()
         self._started = time.monotonic()
-        self._bar = tqdm(total=0, desc="simulate", unit="call", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        self._bar = tqdm(total=0, desc=desc, unit="call", file=sys.stderr, disable=not progress, dynamic_ncols=True)
         kill_after = os.environ.get(KILL_AFTER_CALLS_ENV)
         self._kill_after = int(kill_after) if kill_after else None
 
