@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ditto_jax.playground import auth
+from ditto_jax.serving import auth
 from ditto_jax.playground.characters import CharacterIndex
 from ditto_jax.playground.votes import VoteError, VoteLog, vote_record
 

@@ -3,11 +3,14 @@
 A record (one JSON object per line):
 
     {"timestamp": "2026-12-03T18:40:02.118Z", "character": "Isaac Newton", "character_id": "Q935",
-     "language": "en", "turn": 1, "model_a": "seed", "model_b": "tuned", "choice": "b"}
+     "language": "en", "conversation": "5f0c9a1e7d2b4c3a", "turn": 1, "model_a": "seed", "model_b": "tuned",
+     "choice": "b"}
 
 `model_a` was shown on the left and `model_b` on the right; `choice` is `a`,
 `b` or `tie`. `character`, `character_id` and `language` are null for a custom
-system message. `ditto-eval report` reads these files.
+system message. `conversation` is a random id the page draws per chat, so
+that a report can resample whole conversations. `ditto-eval report` reads
+these files.
 
 Durability: each record is one `write` on a file opened with O_APPEND, then
 `fsync`, before the request is answered. So an acknowledged vote survives a
@@ -46,7 +49,7 @@ def vote_record(body: object, served_models: Collection[str], *, now: dt.datetim
     if not isinstance(body, dict):
         raise VoteError("the body must be a JSON object", "body")
     record: dict = {"timestamp": _timestamp(now or dt.datetime.now(dt.timezone.utc))}
-    for field in ("character", "character_id", "language"):
+    for field in ("character", "character_id", "language", "conversation"):
         value = body.get(field)
         if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
             raise VoteError(f"'{field}' must be a string of at most {MAX_TEXT} characters, or null", field)

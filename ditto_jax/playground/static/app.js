@@ -13,7 +13,8 @@ const state = {
   votesKept: false,
   mode: "chat",
   character: null,   // the picked character (its system message may since be edited)
-  turns: [],         // {user, answers: [{model, text, error, stopped, chunks, node}], voted}
+  turns: [],         // {user, answers: [{model, text, error, stopped, chunks, view}], voted}
+  conversation: "",  // random id of this chat, sent with its votes
   inFlight: [],      // AbortControllers of running requests
 };
 
@@ -92,7 +93,7 @@ async function init() {
   $("vote-right").addEventListener("click", () => vote("b"));
   $("vote-tie").addEventListener("click", () => vote("tie"));
   searchCharacters();
-  refreshButtons();
+  newChat();
   setStatus(`${config.models.length} model(s), ${config.characters} character rows.`);
 }
 
@@ -159,9 +160,16 @@ function showCharacter() {
 
 // ---- conversation ------------------------------------------------------------------
 
+// Not crypto.randomUUID: that needs a secure context, and the page may be served over plain http.
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function newChat() {
   stop();
   state.turns = [];
+  state.conversation = randomId();
   $("transcript").replaceChildren();
   $("vote-bar").hidden = true;
   refreshButtons();
@@ -324,7 +332,7 @@ async function vote(choice) {
     character: character ? character.label : null,
     character_id: character ? character.character_id : null,
     language: character ? character.lang : null,
-    turn: index + 1, model_a: left.model, model_b: right.model, choice,
+    conversation: state.conversation, turn: index + 1, model_a: left.model, model_b: right.model, choice,
   };
   turn.voted = true;
   refreshButtons();
