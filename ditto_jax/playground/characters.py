@@ -70,8 +70,11 @@ class CharacterIndex:
     def search(self, query: str, *, lang: str | None = None, limit: int = 20) -> list[dict]:
         """Characters matching `query` (all of them for an empty query), as JSON-ready dicts.
 
-        Rank: exact label, label prefix, label substring, alias, description;
-        within a rank, more sitelinks (popularity) first, then the label.
+        Matching folds case, width and punctuation (ditto_native.normalize_text).
+        Rank: label or alias equal to the query, a label word starting with
+        it, the label containing it, an alias containing it, the description
+        containing it; within a rank, more sitelinks (popularity) first, then
+        the label.
         """
         key = ditto_native.normalize_text(query)
         limit = max(1, min(limit, MAX_RESULTS))
@@ -89,9 +92,9 @@ class CharacterIndex:
 def _rank(key: str, entry: _Entry) -> int | None:
     if not key:
         return 5
-    if entry.label_key == key:
+    if entry.label_key == key or key in entry.alias_keys:
         return 0
-    if entry.label_key.startswith(key):
+    if any(word.startswith(key) for word in entry.label_key.split(" ")):  # "newt" finds "Isaac Newton"
         return 1
     if key in entry.label_key:
         return 2
