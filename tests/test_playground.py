@@ -20,7 +20,7 @@ from ditto_jax.serving.auth import COOKIE, ApiKeyGuard, api_key_from
 from playground_fixtures import CHARACTERS, write_characters
 
 MODELS = ("seed", "tuned")
-KEY = "test-key-Ω-1234"
+KEY = "test-key-1234"
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +257,11 @@ def test_the_key_comes_from_the_flag_or_the_serve_variable(monkeypatch):
     assert api_key_from(None) is None
     monkeypatch.setenv("DITTO_SERVE_API_KEY", "from-env")
     assert api_key_from(None) == "from-env" and api_key_from("from-flag") == "from-flag"
+    with pytest.raises(DittoError, match="--api-key: the API key must be printable ASCII"):
+        api_key_from("kéy")
+    monkeypatch.setenv("DITTO_SERVE_API_KEY", " padded ")
+    with pytest.raises(DittoError, match="DITTO_SERVE_API_KEY: the API key must be printable ASCII"):
+        api_key_from(None)
 
 
 @pytest.mark.parametrize(

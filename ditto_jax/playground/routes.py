@@ -14,6 +14,7 @@ stream), like any other client.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,8 +61,7 @@ class Playground:
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ]
         if self.api_key:
-            key = self.api_key
-            routes.append(Route("/ui/login", lambda request: auth.login(request, key), methods=["POST"]))
+            routes.append(Route("/ui/login", functools.partial(auth.login, key=self.api_key), methods=["POST"]))
         return routes
 
     async def page(self, request: Request) -> Response:

@@ -24,6 +24,7 @@ import json
 import os
 from http.cookies import SimpleCookie
 
+from ditto_native import DittoError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -38,6 +39,10 @@ _LOGIN_FAILURE_DELAY_S = 0.5  # slows guessing; a real key is long anyway
 def api_key_from(flag: str | None) -> str | None:
     """The server's key: the flag, else the environment, else None (no guard)."""
     key = flag if flag is not None else os.environ.get(KEY_ENV)
+    if key and not (key.isascii() and key.isprintable() and key.strip() == key):
+        # It travels in an HTTP header, which carries no other characters reliably.
+        source = "--api-key" if flag is not None else KEY_ENV
+        raise DittoError(f"{source}: the API key must be printable ASCII without surrounding spaces")
     return key or None
 
 

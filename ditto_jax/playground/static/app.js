@@ -183,7 +183,7 @@ function refreshButtons() {
   $("stop").disabled = !busy();
   $("regenerate").disabled = busy() || !last;
   const canVote = state.mode === "compare" && last && !busy() && !last.voted
-    && last.answers.every((a) => !a.error);
+    && last.answers.length === 2 && last.answers.every((a) => !a.error);
   $("vote-bar").hidden = !canVote;
 }
 
@@ -200,30 +200,39 @@ function history(model, uptoTurn) {
   return messages;
 }
 
+// The model(s) a turn goes to, in the order shown; null (with a note) when compare has no two models.
+function pickModels() {
+  if (state.mode !== "compare") return [$("model").value];
+  const pair = [$("model-a").value, $("model-b").value];
+  if (pair[0] === pair[1]) {
+    setStatus("Pick two different models to compare.", true);
+    return null;
+  }
+  return shuffled(pair);
+}
+
 function send() {
   const text = $("prompt").value;
   if (busy() || !text.trim()) return;
+  const models = pickModels();
+  if (!models) return;
   $("prompt").value = "";
   const turn = { user: text, answers: [], voted: false, node: el("div", "turn") };
   turn.node.append(messageNode("user", "You", text).node);
   $("transcript").append(turn.node);
   state.turns.push(turn);
-  answer(turn);
+  answer(turn, models);
 }
 
 function regenerate() {
   if (busy() || !state.turns.length) return;
-  answer(state.turns[state.turns.length - 1]);
+  const models = pickModels();
+  if (models) answer(state.turns[state.turns.length - 1], models);
 }
 
 // Asks the model(s) for this turn's answer(s): one in chat mode, two in random order in compare mode.
-function answer(turn) {
+function answer(turn, models) {
   const index = state.turns.indexOf(turn);
-  const models = state.mode === "compare" ? shuffled([$("model-a").value, $("model-b").value]) : [$("model").value];
-  if (state.mode === "compare" && models[0] === models[1]) {
-    setStatus("Pick two different models to compare.", true);
-    return;
-  }
   if (turn.answersNode) turn.answersNode.remove();
   turn.voted = false;
   turn.answersNode = el("div", state.mode === "compare" ? "answers" : "single");
