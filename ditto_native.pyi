@@ -108,6 +108,12 @@ def is_heldout(session_id: str, fraction: float) -> bool:
     """Held-out iff the first 8 bytes of SHA-256(session_id), big-endian, are
     below fraction * 2**64."""
 
+def system_message(label: str, description: str, lang: str) -> str:
+    """The role's SFT system message, as the dialogues contract gives it:
+    `You are {label}, {description}` / `你是{label}，{description}` (any `zh*` lang),
+    `You are {label}.` / `你是{label}。` when the description is empty.
+    Label and description are trimmed first."""
+
 # ---- dedupe / filters (rust/src/dedupe.rs, rust/src/filters.rs) ----
 # Array arguments take any Arrow array or chunked array (PyCapsule interface:
 # pyarrow, polars Series, ...). Strings may be utf8, large_utf8 or utf8_view.

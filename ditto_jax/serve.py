@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ditto_jax.serving.auth import KEY_ENV
 from ditto_native import DittoError
 
 
@@ -52,6 +53,13 @@ def register(subparsers) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=10.0,
                    help="when a model is idle and a request arrives, wait this long for others to start with it (default 10)")
     p.add_argument("--default-max-tokens", type=int, default=512, help="reply limit when a request sets none (default 512)")
+    p.add_argument("--api-key", metavar="KEY",
+                   help=f"require this key (Authorization: Bearer KEY) on the API and the page; prefer the environment "
+                        f"variable {KEY_ENV}, which is used when this flag is absent (the client key DITTO_API_KEY is not)")
+    ui = p.add_argument_group("playground", "a browser page at / to chat with characters and compare models blind")
+    ui.add_argument("--ui", action="store_true", help="serve the playground page at / (needs --characters)")
+    ui.add_argument("--characters", metavar="FILE", help="characters.parquet to search (label, description, language)")
+    ui.add_argument("--votes", metavar="FILE", help="append blind comparison votes to this JSONL file (fsynced per vote)")
     p.set_defaults(func=run_serve)
 
 
@@ -68,6 +76,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ditto_jax.generation import Engine
     from ditto_jax.loader import resolve_model_ref
     from ditto_jax.serving.app import ServedModel, create_app
+    from ditto_jax.serving.auth import ApiKeyGuard, api_key_from
     from ditto_jax.serving.server import listen_socket, serve_forever, url_of
     from ditto_jax.serving.worker import EngineWorker
 
@@ -75,6 +84,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise DittoError("--max-batch and --default-max-tokens must be >= 1, --batch-wait-ms >= 0")
     names = served_names(args.model, args.served_model_name)
     refs = [resolve_model_ref(ref) for ref in args.model]  # a bad reference fails before anything loads
+    key = api_key_from(args.api_key)
+    playground = playground_from_args(args, names, key)  # a bad characters file fails before loading too
     sock = listen_socket(args.host, args.port)
     models = []
     try:
@@ -84,12 +95,38 @@ def run_serve(args: argparse.Namespace) -> int:
             engine = Engine(model, bundle, max_batch=args.max_batch, admission=args.batching)
             worker = EngineWorker(engine, batch_wait_s=args.batch_wait_ms / 1000, name=f"engine:{name}")
             models.append(ServedModel(name, worker, default_max_tokens=args.default_max_tokens))
-        app = create_app(models)
+        app = create_app(models, routes=playground.routes() if playground else ())
+        if key:
+            app.add_middleware(ApiKeyGuard, key=key)
+        elif args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"ditto-jax serve: warning: listening on {args.host} without an API key; set {KEY_ENV}", file=sys.stderr, flush=True)
+        if playground:
+            print(f"ditto-jax serve: playground at {url_of(sock)}/ ({len(playground.characters)} character rows"
+                  f"{', votes to ' + str(args.votes) if args.votes else ', votes not kept'})", file=sys.stderr, flush=True)
         print(f"ditto-jax serve: listening on {url_of(sock)}/v1 (model {', '.join(names)})", file=sys.stderr, flush=True)
         serve_forever(app, sock, access_log=args.verbose)
         print("ditto-jax serve: stopped", file=sys.stderr, flush=True)
     finally:
         for served in models:
             served.worker.close()
+        if playground and playground.votes:
+            playground.votes.close()
         sock.close()
     return 0
+
+
+def playground_from_args(args: argparse.Namespace, names: list[str], key: str | None):
+    """The playground for `--ui` (None without it); checks its flags and files."""
+    if not args.ui:
+        if args.characters or args.votes:
+            raise DittoError("--characters and --votes need --ui")
+        return None
+    if not args.characters:
+        raise DittoError("--ui needs --characters FILE (a characters.parquet)")
+    from ditto_jax.playground.characters import CharacterIndex
+    from ditto_jax.playground.routes import Playground
+    from ditto_jax.playground.votes import VoteLog
+
+    index = CharacterIndex.from_parquet(args.characters)
+    votes = VoteLog(args.votes) if args.votes else None
+    return Playground(characters=index, models=names, votes=votes, api_key=key)

@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import ditto_native
 import polars as pl
 from ditto_native import DittoError
 
@@ -51,9 +52,7 @@ class Role:
 
     def system_message(self) -> str:
         """The SFT system message, exactly as the dialogues contract gives it."""
-        if self.lang.startswith("zh"):
-            return f"你是{self.label}，{self.description}" if self.description else f"你是{self.label}。"
-        return f"You are {self.label}, {self.description}" if self.description else f"You are {self.label}."
+        return ditto_native.system_message(self.label, self.description, self.lang)
 
 
 def roles_from_table(table: pl.DataFrame, *, source: str) -> list[Role]:

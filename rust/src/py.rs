@@ -20,7 +20,7 @@ use arrow_schema::DataType;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyArray;
 
-use crate::{dedupe, filters, normalize};
+use crate::{dedupe, filters, normalize, roles};
 
 // The one project error type, shared by data_tools and ditto_jax because both
 // import this neutral module. CLIs print its message as a single line.
@@ -373,6 +373,13 @@ fn py_is_heldout(session_id: &str, fraction: f64) -> bool {
     sft::is_heldout(session_id, fraction)
 }
 
+/// The role's SFT system message (`You are {label}, {description}`, ...).
+#[pyfunction]
+#[pyo3(name = "system_message")]
+fn py_system_message(label: &str, description: &str, lang: &str) -> String {
+    roles::system_message(label, description, lang)
+}
+
 // ------------------------------------------------------------ arrow helpers
 
 fn project_err(e: impl std::fmt::Display) -> PyErr {
@@ -631,6 +638,7 @@ fn ditto_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPromptEncoder>()?;
     m.add_class::<PySftPacker>()?;
     m.add_function(wrap_pyfunction!(py_is_heldout, m)?)?;
+    m.add_function(wrap_pyfunction!(py_system_message, m)?)?;
     let codes = pyo3::types::PyTuple::new(m.py(), filters::Reason::ALL.iter().map(|r| r.code()))?;
     m.add("REASON_CODES", codes)?;
     m.add_function(wrap_pyfunction!(py_exact_duplicates, m)?)?;
