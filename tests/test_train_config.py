@@ -5,7 +5,7 @@ import pytest
 
 from ditto_jax.train.config import (
     MeshConfig, TrainConfig, accumulation_steps, config_from_dict, load_train_config, parse_override, resolve_mesh_shape,
-    shipped_configs,
+    shipped_configs, total_steps,
 )
 from ditto_native import DittoError
 
@@ -79,3 +79,9 @@ def test_mesh_rest_and_batch_divisibility():
 def test_defaults_are_valid():
     cfg = TrainConfig(steps=1)
     assert cfg.compute_dtype == "auto" and cfg.mesh.fsdp == -1
+
+
+def test_steps_win_over_epochs():
+    assert total_steps(config_from_dict({"epochs": 2.0, "global_batch": 8}), 20) == 5  # 40 rows / 8, rounded up
+    assert total_steps(config_from_dict({"epochs": 0.1, "global_batch": 8}), 20) == 1
+    assert total_steps(config_from_dict({"epochs": 2.0, "steps": 3, "global_batch": 8}), 20) == 3

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 from flax import nnx
 
 from ditto_jax.model import CausalLM, abstract_model
@@ -150,7 +151,7 @@ class RunCheckpoints:
 
     def _set_aside(self, step: int) -> None:
         self.close()
-        jax.experimental.multihost_utils.sync_global_devices(f"ditto-set-aside-{step}")
+        multihost_utils.sync_global_devices(f"ditto-set-aside-{step}")
         if jax.process_index() == 0:
             src = self.directory / str(step)
             dst = self.directory / f"{step}.corrupt"
@@ -159,7 +160,7 @@ class RunCheckpoints:
                 n += 1
                 dst = self.directory / f"{step}.corrupt{n}"
             src.rename(dst)
-        jax.experimental.multihost_utils.sync_global_devices(f"ditto-set-aside-{step}-done")
+        multihost_utils.sync_global_devices(f"ditto-set-aside-{step}-done")
 
 
 def load_checkpoint_model(step_dir: Path, *, dtype=jnp.float32) -> CausalLM:

@@ -16,6 +16,12 @@ def register(subparsers) -> None:
             "--coordinator/--num-processes/--process-id."
         ),
     )
+    p.epilog = (
+        "keys: model, data, out, steps | epochs, seq_len, global_batch, micro_batch, lr, min_lr_ratio, warmup_ratio, "
+        "weight_decay, clip_norm, b1, b2, param_dtype, compute_dtype, remat (none|full|save-matmuls), "
+        "attention (auto|dense|chunked|splash|cudnn), mesh.data, mesh.fsdp, mesh.tensor (-1 = the rest), "
+        "eval_every, save_every, keep, log_every, seed, peak_tflops. See ditto_jax/train/config.py for each key's meaning."
+    )
     p.add_argument("--config", required=True, metavar="FILE|NAME", help="TOML config file, or a shipped config: cpu-demo, ditto-paper")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set lr=3e-5 --set mesh.fsdp=4")

@@ -252,6 +252,13 @@ def accumulation_steps(c: TrainConfig, data_parallel: int) -> int:
     return c.global_batch // per_pass
 
 
+def total_steps(c: TrainConfig, train_rows: int) -> int:
+    """Optimizer updates of the run: `steps` when set, else `epochs` passes over the rows, rounded up."""
+    if c.steps is not None:
+        return c.steps
+    return max(1, math.ceil(c.epochs * train_rows / c.global_batch))
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -13,10 +13,10 @@ Test-only hooks (environment variables, never set in normal use):
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from ditto_jax.tokenizer import TokenizerBundle, tokenizer_from_hf_dir
 from ditto_jax.train import flops as flops_lib
 from ditto_jax.train import memory as memory_lib
 from ditto_jax.train.checkpoint import ModelFiles, RunCheckpoints
-from ditto_jax.train.config import TrainConfig, accumulation_steps, resolve_mesh_shape
+from ditto_jax.train.config import TrainConfig, accumulation_steps, resolve_mesh_shape, total_steps
 from ditto_jax.train.data import COLUMNS, Shards, TrainStream, check_manifest, empty_rows, local_rows, open_shards
 from ditto_jax.train.metrics import append_metrics, plot_loss
 from ditto_jax.train.run_dir import CHECKPOINTS, CONFIG_FILE, MODEL, RUN_CONFIG
@@ -67,19 +67,18 @@ def _say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _model_source(cfg: TrainConfig, ckpts: RunCheckpoints) -> tuple[ModelConfig, TokenizerBundle, Any | None]:
-    """Architecture and tokenizer: from the run's own checkpoints when resuming, else from `model`.
-
-    Returns the loaded weights too when they come from `model` (None on resume,
-    where the checkpoint restore supplies them).
-    """
+def _run_model(ckpts: RunCheckpoints) -> tuple[ModelConfig, TokenizerBundle] | None:
+    """Architecture and tokenizer of a run being resumed, from its own newest checkpoint."""
     for step in reversed(ckpts.steps()):
         folder = ckpts.directory / str(step) / MODEL
         if (folder / CONFIG_FILE).is_file():
-            return read_hf_config(folder)[1], tokenizer_from_hf_dir(folder), None
-    ref = resolve_model_ref(cfg.model)
-    model, bundle = ref.load_model(dtype=_DTYPES[cfg.param_dtype])
-    return model.cfg, bundle, model
+            return read_hf_config(folder)[1], tokenizer_from_hf_dir(folder)
+    return None
+
+
+def _load_start_model(cfg: TrainConfig):
+    """The weights a fresh run starts from: any model reference, in param_dtype."""
+    return resolve_model_ref(cfg.model).load_model(dtype=_DTYPES[cfg.param_dtype])
 
 
 def _configure(model, cfg: TrainConfig, attention: str) -> None:
@@ -104,7 +103,14 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     primary = jax.process_index() == 0
     shards = open_shards(cfg.data)
     ckpts = RunCheckpoints(out / CHECKPOINTS, keep=cfg.keep)
-    model_cfg, bundle, loaded = _model_source(cfg, ckpts)
+    # On resume the architecture comes from the run's checkpoint; the weights come with the restore.
+    found = _run_model(ckpts)
+    loaded = None
+    if found is None:
+        loaded, bundle = _load_start_model(cfg)
+        model_cfg = loaded.cfg
+    else:
+        model_cfg, bundle = found
     check_manifest(shards.manifest, bundle, model_cfg, shards.path, seq_len=cfg.seq_len)
     seq_len = shards.seq_len
 
@@ -112,11 +118,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     data_parallel = mesh_sizes["data"] * mesh_sizes["fsdp"]
     accum = accumulation_steps(cfg, data_parallel)
     per_pass = cfg.micro_batch * data_parallel
-    total = cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * shards.train.num_rows / cfg.global_batch))
+    total = total_steps(cfg, shards.train.num_rows)
     tx, schedule = make_optimizer(cfg, total)
 
     # Refuse what cannot fit before anything large is placed or compiled.
-    attention = resolve_impl(cfg.attention, seq_len)
+    attention = resolve_impl(cfg.attention, seq_len, dtype=compute_dtype(cfg))
     estimate = memory_lib.estimate_memory(
         model_cfg, seq_len=seq_len, micro_batch=cfg.micro_batch, param_dtype=_DTYPES[cfg.param_dtype],
         compute_dtype=compute_dtype(cfg), remat=cfg.remat, attention=attention,
@@ -150,7 +156,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
         _say(f"resuming from {ckpts.directory / str(start)} (step {start}, {rows_consumed} rows consumed)")
     else:
         if loaded is None:  # every checkpoint of the run was unreadable: start over from `model`
-            model_cfg, bundle, loaded = _model_source(cfg, RunCheckpoints(out / "none", keep=1))
+            loaded, _ = _load_start_model(cfg)
         params = _place(nnx.to_pure_dict(nnx.state(loaded, nnx.Param)), shardings["params"])
         del loaded
         init = jax.jit(lambda p: init_state(p, tx), out_shardings=shardings)
@@ -185,7 +191,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     _say(f"MFU peak: {peak / 1e12:.2f} TFLOP/s per device ({peak_source})")
 
     stop = {"requested": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    # Preemption arrives as SIGTERM; Python delivers signals to the main thread only.
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True)) if on_main else None
     kill_after_save = int(os.environ.get("DITTO_TEST_KILL_AFTER_SAVE", "0") or 0)
     term_after_step = int(os.environ.get("DITTO_TEST_SIGTERM_AFTER_STEP", "0") or 0)
     bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr, disable=not (progress and primary), dynamic_ncols=True)
@@ -208,7 +216,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
                 }
                 last = step == total
                 if (last or (cfg.eval_every and step % cfg.eval_every == 0)) and shards.heldout.num_rows:
-                    heldout = record["heldout_loss"] = _heldout_loss(eval_step, state["params"], shards, mesh, per_pass)
+                    heldout = record["heldout_loss"] = heldout_loss(eval_step, state["params"], shards, mesh, per_pass)
                 if primary and (step % cfg.log_every == 0 or "heldout_loss" in record or last):
                     append_metrics(out, record)
                     if "heldout_loss" in record or last:
@@ -218,7 +226,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
                 if step == term_after_step:
                     os.kill(os.getpid(), signal.SIGTERM)
                 if step % cfg.save_every == 0 or last or stop["requested"]:
-                    trainer = {"step": step, "rows_consumed": rows_consumed, "seed": cfg.seed, "global_batch": cfg.global_batch}
+                    # The data position: the stream is a pure function of (seed, epoch), so this is its whole state.
+                    trainer = {
+                        "step": step, "rows_consumed": rows_consumed, "epoch": rows_consumed // shards.train.num_rows,
+                        "seed": cfg.seed, "global_batch": cfg.global_batch,
+                    }
                     ckpts.save(step, state, trainer, files)
                     if step == kill_after_save:
                         ckpts.wait()
@@ -229,14 +241,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
                 t_prev = time.time()
     finally:
         bar.close()
-        signal.signal(signal.SIGTERM, previous)
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
         ckpts.close()
     if primary and stop["requested"]:
         plot_loss(out)
     return RunSummary(step, total, loss, heldout, stop["requested"])
 
 
-def _heldout_loss(eval_step, params, shards: Shards, mesh, per_pass: int) -> float:
+def heldout_loss(eval_step, params, shards: Shards, mesh, per_pass: int) -> float:
     """Mean loss per counted target over all of heldout/, each process reading its rows."""
     split, seq_len = shards.heldout, shards.seq_len
     sharding = batch_sharding(mesh, 2, 0)
