@@ -243,20 +243,48 @@ def splash_attention(
     q = jnp.pad(q_bthe * (e**-0.5), pad + ((0, 0), (0, 0))).transpose(0, 2, 1, 3)  # [B, H, T, E]; the kernel does not scale
     k = jnp.pad(k_bske, pad + ((0, 0), (0, 0))).transpose(0, 2, 1, 3)  # [B, K, T, E]
     v = jnp.pad(v_bske, pad + ((0, 0), (0, 0))).transpose(0, 2, 1, 3)
-    mask = sm.MultiHeadMask([sm.CausalMask((tp, tp)) for _ in range(h)])
     sizes = sk.BlockSizes(
         block_q=blk, block_kv=blk, block_kv_compute=blk,
         block_q_dkv=blk, block_kv_dkv=blk, block_kv_dkv_compute=blk,
         block_q_dq=blk, block_kv_dq=blk,
     )
-    kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes, interpret=interpret)
 
-    def one_row(q_hte, k_kte, v_kte, seg_t):
-        return kernel(q_hte, k_kte, v_kte, segment_ids=sk.SegmentIds(q=seg_t, kv=seg_t))
+    def rows(q_bhte, k_bkte, v_bkte, seg_bt):
+        # Built from the (per-shard) shapes: GQA maps query heads onto kv heads from them.
+        heads = q_bhte.shape[1]
+        mask = sm.MultiHeadMask([sm.CausalMask((tp, tp)) for _ in range(heads)])
+        kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes, interpret=interpret)
 
-    del kh  # GQA: the kernel maps query heads onto kv heads from the shapes
-    out = jax.vmap(one_row)(q, k, v, seg)  # [B, H, Tp, E]
+        def one_row(q_hte, k_kte, v_kte, seg_t):
+            return kernel(q_hte, k_kte, v_kte, segment_ids=sk.SegmentIds(q=seg_t, kv=seg_t))
+
+        return jax.vmap(one_row)(q_bhte, k_bkte, v_bkte, seg_bt)  # [B, H, Tp, E]
+
+    out = _per_shard(rows, b, h, kh)(q, k, v, seg)
     return out.transpose(0, 2, 1, 3)[:, :t]
+
+
+def _per_shard(fn, batch: int, heads: int, kv_heads: int):
+    """Run `fn(q [B, H, T, E], k, v, seg [B, T])` on each device's rows and heads under the current mesh.
+
+    A Pallas kernel is opaque to XLA's partitioner, which would gather every operand and
+    run the whole batch on every device; shard_map gives each device its own slice:
+    rows over (data, fsdp), heads over tensor, where they divide. No mesh: `fn` itself.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return fn
+    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    row_axes = tuple(a for a in ("data", "fsdp") if a in sizes)
+    n_rows = 1
+    for a in row_axes:
+        n_rows *= sizes[a]
+    rows = row_axes if row_axes and batch % n_rows == 0 else None
+    tp = sizes.get("tensor", 1)
+    head_axis = "tensor" if tp > 1 and heads % tp == 0 and kv_heads % tp == 0 else None
+    qkv_spec = jax.sharding.PartitionSpec(rows, head_axis, None, None)
+    seg_spec = jax.sharding.PartitionSpec(rows, None)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(qkv_spec, qkv_spec, qkv_spec, seg_spec), out_specs=qkv_spec, check_vma=False)
 
 
 # ---- cuDNN (GPU) --------------------------------------------------------------------------------
