@@ -127,6 +127,7 @@ def test_api_needs_the_key(served):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{url}/v1/models", timeout=30)
     assert refused.value.code == 401
+    refused.value.close()
     request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert [m["id"] for m in json.load(response)["data"]] == ["seed", "tuned"]
@@ -158,6 +159,7 @@ def test_playground_in_chromium(served, browser):
     set_value(driver, "#max-tokens", "12")
 
     # Chat: the answer arrives as a stream of pieces.
+    assert not one(driver, "#vote-bar").is_displayed()
     send(driver, "Who are you?")
     [answer] = wait_for(driver, finished_answers(driver, ".message.assistant", 1), what="the streamed answer")
     text = answer.find_element("css selector", ".text").text
