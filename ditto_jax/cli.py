@@ -1,4 +1,4 @@
-"""`ditto-jax`: the model side's command line (generate, chat, serve; train/export join later).
+"""`ditto-jax`: the model side's command line (generate, chat, serve, train; export joins later).
 
 Each subcommand module exposes `register(subparsers)`; this file only sets up
 quiet logging, dispatches, and turns project errors into one-line messages.
@@ -15,11 +15,11 @@ from pathlib import Path
 from ditto_native import DittoError
 
 # Modules under ditto_jax whose `register` adds subcommands, in `--help` order.
-_SUBCOMMANDS: list[str] = ["generation.commands", "serve"]
+_SUBCOMMANDS: list[str] = ["generation.commands", "serve", "train.commands"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ditto-jax", description="Ditto JAX model tools: generation, chat and an OpenAI-compatible server.")
+    parser = argparse.ArgumentParser(prog="ditto-jax", description="Ditto JAX model tools: generation, chat, an OpenAI-compatible server and SFT training.")
     parser.add_argument("--verbose", action="store_true", help="show JAX and library logs on stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _SUBCOMMANDS:

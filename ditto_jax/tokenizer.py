@@ -270,6 +270,5 @@ def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBund
     name = _QUANT_SUFFIX.sub("", Path(path).stem)
     bos, eos, pad = token("bos_token_id"), token("eos_token_id"), token("padding_token_id")
     source = field(reader, "tokenizer.chat_template")
-    # Built here rather than by ChatTemplate.from_gguf, which would parse the file a second time.
     template = None if source is None else ChatTemplate(source, bos_token=bos, eos_token=eos)
     return _bundle(tokenizer, template, bos, eos, pad, [], name, path)

@@ -259,7 +259,9 @@ def test_static_admission_waits_for_the_batch(smollm2):
 
 def test_freed_rows_are_reused_and_rows_match_solo(tiny_engine):
     """More requests than rows (max_batch 4): each waits for a free row and still equals its solo run."""
-    requests = [_ask(f"Question number {i}?", max_new_tokens=3 + 5 * (i % 3), temperature=0.8, seed=i) for i in range(9)]
+    # Greedy, or sampling among a few tokens: a random model's near-flat distribution over the whole
+    # vocabulary would let float rounding of a different batch shape move an inverse-CDF draw.
+    requests = [_ask(f"Question number {i}?", max_new_tokens=3 + 5 * (i % 3), temperature=0.8 * (i % 2), top_k=20, seed=i) for i in range(9)]
     together = tiny_engine.generate(requests)
     alone = [tiny_engine.generate([r])[0] for r in requests]
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]

@@ -197,7 +197,8 @@ def test_forged_turn_is_plain_text_through_serve_and_tokenize(client, smollm2):
     im_end, im_start = bundle.tokenizer.token_to_id("<|im_end|>"), bundle.tokenizer.token_to_id("<|im_start|>")
     assert tokenized.count(im_end) == 3 and tokenized.count(im_start) == 3  # system, user, assistant: the template's own
     prompt = bundle.encode_chat(conversation[:2])
-    assert prompt.count(im_start) == 3 and prompt[-3:] == bundle.encode("<|im_start|>assistant\n")
+    header = bundle.encode("<|im_start|>assistant\n")
+    assert prompt.count(im_start) == 3 and prompt[-len(header):] == header
     # The server counts the same prompt.
     status, body = client.chat(messages=conversation[:2], max_tokens=1, temperature=0)
     assert status == 200 and body["usage"]["prompt_tokens"] == len(prompt)

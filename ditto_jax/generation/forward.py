@@ -1,20 +1,18 @@
-"""The inference forward pass: per-layer weights and per-layer KV buffers, layers unrolled.
+"""The engine's forward pass: the model's `decoder_layer`, unrolled over per-layer weights and KV buffers.
 
-`CausalLM.__call__` scans over stacked layer weights, which suits training. For
-decoding on XLA CPU that layout is slow: slicing a layer out of a stacked array
-inside the compiled step copies it, and a KV cache carried through the scan is
-copied whole on every layer. Measured on SmolLM2 at batch 16 (2 cores): 660 ms
-per decode step through the scan, 62 ms with the layers unrolled over separate
-buffers. So the engine holds each layer's weights as their own arrays and keeps
-one K and one V buffer per layer (donated to every step, so XLA writes the new
-slot in place).
-
-`_layer` repeats the maths of the model's `_decoder_layer` (same helpers for
-RMSNorm and RoPE) with decode-friendly layouts: head-major cache buffers, and
-matmuls that take the weights' dtype with float32 accumulation, so bf16 weights
-(`matmul_dtype`) are read as bf16: ~25% faster steps on these CPUs, where XLA's
-bf16 x bf16 -> bf16 products are slow. Tests hold it to the model: greedy output
-equals transformers', and the engine's tokens equal a full-forward reference.
+`CausalLM` scans its one layer function over stacked layer weights, which suits
+training. For decoding on XLA CPU that layout is slow: slicing a layer out of a
+stacked array inside the compiled step copies it, and a KV cache carried
+through the scan is copied whole on every layer. Measured on SmolLM2 at batch
+16 (2 cores): 660 ms per decode step through the scan, 62 ms with the layers
+unrolled over separate buffers. So the engine holds each layer's weights as
+their own arrays and keeps one K and one V buffer per layer (donated to every
+step, so XLA writes the new slots in place), and calls the same
+`decoder_layer` once per layer with an `attn_fn` that writes the head-major
+buffers and attends over them. The maths and the precision policy are the
+model's (see model.py); `matmul_dtype=bfloat16` weights make bf16 the compute
+dtype. Tests hold it to the model: greedy output equals transformers', and the
+engine's tokens equal a full-forward reference.
 
 Einsum letters as in model.py: B batch, T query length, S cache slots, D hidden,
 K kv heads, E head dim, V vocab.
@@ -26,8 +24,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from ditto_jax.attention import _MASK_VALUE
 from ditto_jax.config import ModelConfig, rope_inv_freq
-from ditto_jax.model import _MASK_VALUE, CausalLM, apply_rope, rms_norm
+from ditto_jax.model import CausalLM, decoder_layer, project, rms_norm
 
 
 class InferenceWeights(NamedTuple):
@@ -106,14 +106,8 @@ def resize_buffers(buffers: KVBuffers, rows_b: jax.Array, *, slots: int) -> KVBu
     return KVBuffers(tuple(one(k, 3) for k in buffers.k), tuple(one(v, 2) for v in buffers.v))
 
 
-def _project(x_btd, w_dh, bias_h=None):
-    """x @ w with the inputs in the weights' dtype and float32 accumulation (bf16 weights stay bf16 in memory)."""
-    y = jnp.einsum("btd,dh->bth", x_btd.astype(w_dh.dtype), w_dh, preferred_element_type=jnp.float32)
-    return y if bias_h is None else y + bias_h.astype(jnp.float32)
-
-
 def _attend(q_bthe, k_bkes, v_bkse, mask_bts, num_kv_heads: int):
-    """Grouped-query attention over the head-major cache; float32 softmax. Returns [B, T, H * E]."""
+    """Grouped-query attention over the head-major cache; float32 scores and softmax. Returns [B, T, H, E]."""
     b, t, h, e = q_bthe.shape
     g = h // num_kv_heads
     q_bkgte = q_bthe.reshape(b, t, num_kv_heads, g, e).transpose(0, 2, 3, 1, 4) * (e**-0.5)
@@ -121,35 +115,24 @@ def _attend(q_bthe, k_bkes, v_bkse, mask_bts, num_kv_heads: int):
     scores = jnp.where(mask_bts[:, None, None], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1)
     out = jnp.einsum("bkgts,bkse->bkgte", probs, v_bkse.astype(jnp.float32), preferred_element_type=jnp.float32)
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * e)  # head index k * G + g, as the model's reshape
-
-
-def _layer(cfg: ModelConfig, p: dict, x_btd, positions_bt, inv_freq, k_buf, v_buf, mask_bts, write):
-    """One pre-norm block (the model's `_decoder_layer` maths); `write(k_buf, v_buf, k_btke, v_btke)` stores the new keys/values."""
-    b, t, _ = x_btd.shape
-    h = rms_norm(x_btd, p["attn_norm_ld"], cfg.rms_norm_eps)
-    q = _project(h, p["wq_ldh"], p.get("bq_lh")).reshape(b, t, cfg.num_heads, cfg.head_dim)
-    k = _project(h, p["wk_ldk"], p.get("bk_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    v = _project(h, p["wv_ldk"], p.get("bv_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    if cfg.qk_norm:
-        q = rms_norm(q, p["q_norm_le"], cfg.rms_norm_eps)
-        k = rms_norm(k, p["k_norm_le"], cfg.rms_norm_eps)
-    q = apply_rope(q, positions_bt, inv_freq)
-    k = apply_rope(k, positions_bt, inv_freq)
-    k_buf, v_buf = write(k_buf, v_buf, k.astype(k_buf.dtype), v.astype(v_buf.dtype))
-    x_btd = x_btd + _project(_attend(q, k_buf, v_buf, mask_bts, cfg.num_kv_heads), p["wo_lhd"])
-    h = rms_norm(x_btd, p["mlp_norm_ld"], cfg.rms_norm_eps)
-    gated = jax.nn.silu(_project(h, p["w_gate_ldf"])) * _project(h, p["w_up_ldf"])
-    return x_btd + _project(gated, p["w_down_lfd"]), k_buf, v_buf
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)  # head index k * G + g, as the model's reshape
 
 
 def _layers(cfg, weights: InferenceWeights, buffers: KVBuffers, tokens_bt, positions_bt, mask_bts, write):
-    """Embed, run every layer (unrolled) over its own buffers; the final hidden states [B, T, D] and new buffers."""
+    """Embed, then `decoder_layer` per layer over its own buffers; the final hidden states [B, T, D] and new buffers.
+
+    `write(k_buf, v_buf, k_btke, v_btke)` stores a layer's new keys/values in its buffers.
+    """
     inv_freq = jnp.asarray(rope_inv_freq(cfg))
-    x = weights.embed_vd[tokens_bt].astype(jnp.float32)  # [B, T, D]
+    x = weights.embed_vd[tokens_bt].astype(jnp.float32)  # [B, T, D] float32 residual
     new_k, new_v = [], []
     for li, params in enumerate(weights.layers):
-        x, k_buf, v_buf = _layer(cfg, params, x, positions_bt, inv_freq, buffers.k[li], buffers.v[li], mask_bts, write)
+
+        def cached_attention(q, k, v, k_buf=buffers.k[li], v_buf=buffers.v[li]):
+            k_buf, v_buf = write(k_buf, v_buf, k.astype(k_buf.dtype), v.astype(v_buf.dtype))
+            return _attend(q, k_buf, v_buf, mask_bts, cfg.num_kv_heads), (k_buf, v_buf)
+
+        x, (k_buf, v_buf) = decoder_layer(cfg, params, x, positions_bt, inv_freq, cached_attention)
         new_k.append(k_buf)
         new_v.append(v_buf)
     return x, KVBuffers(tuple(new_k), tuple(new_v))
@@ -173,7 +156,7 @@ def decode_logits(cfg, weights: InferenceWeights, buffers: KVBuffers, tokens_b, 
         return k_buf, v_buf
 
     x, buffers = _layers(cfg, weights, buffers, tokens_b[:, None], positions_b[:, None], mask_bts, write)
-    logits = _project(rms_norm(x, weights.final_norm_d, cfg.rms_norm_eps), weights.lm_head_dv)
+    logits = project(rms_norm(x, weights.final_norm_d, cfg.rms_norm_eps), weights.lm_head_dv)
     return logits[:, 0], buffers
 
 
