@@ -30,6 +30,7 @@ NAMES = ["Ada Lovelace", "Confucius", "Sherlock Holmes", "Holmes Jr"]
     [
         ('{"role": "Confucius"}', "Confucius"),  # the constrained form
         ('```json\n{"role": "confucius"}\n```', "Confucius"),  # fenced, other case
+        ('{"role": "[Confucius] Chinese philosopher"}', "Confucius"),  # the candidate's full text
         ('{"role": "Napoleon"}', None),  # not a candidate
         ('{"role": 3}', None),  # malformed value
         ('{"verdict": "Confucius"}', None),  # no known key

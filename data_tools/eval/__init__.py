@@ -2,6 +2,7 @@
 
 - `records`: the evaluation file layout, read leniently (fields at top level or under `meta`).
 - `build`: held-out characters -> one evaluation session each, questions from the simulation prompts.
+- `backends`: the model under test and the judge, in process or over HTTP.
 - `answer`: multi-turn answers from the model under test (system intro folded where the template needs it).
 - `judging`: judge requests, lenient parsers and the paper's per-turn scores.
 - `flags`: judge-free role metrics from the clean stage's own checks, one check at a time.

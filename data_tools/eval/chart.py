@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 COLUMNS = 4
 
 
-def bar_chart(panels: Sequence, path: str | Path) -> None:
+def bar_chart(panels: Sequence, path: str | Path, format: str = "png") -> None:
     """Write a PNG of `panels` (report.Panel) to `path`."""
     rows = max(1, math.ceil(len(panels) / COLUMNS))
     cols = min(COLUMNS, max(1, len(panels)))
@@ -43,6 +43,6 @@ def bar_chart(panels: Sequence, path: str | Path) -> None:
             handles, labels = axes.flat[0].get_legend_handles_labels()
             fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False)
         fig.tight_layout(rect=(0, 0.06, 1, 1))
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, format=format)  # the path may be a temporary name without the suffix
     finally:
         plt.close(fig)

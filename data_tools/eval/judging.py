@@ -28,6 +28,7 @@ from typing import Any
 
 from ditto_native import DittoError, normalize_text
 
+from data_tools.eval.records import Candidate
 from data_tools.llm.jsonparse import parse_json_lenient
 from data_tools.llm.runner import CallRunner
 from data_tools.llm.types import CallFailed, ChatRequest
@@ -114,8 +115,13 @@ def parse_choice(text: str, names: Sequence[str]) -> str | None:
 
 
 def _match_name(said: str, names: Sequence[str]) -> str | None:
-    key = normalize_text(said)
-    return next((n for n in names if normalize_text(n) == key), None)
+    """The candidate named by `said`: its bare name, or the candidate's full "[Name] description" text."""
+    for form in (said, Candidate.parse(said).name):
+        key = normalize_text(form)
+        found = next((n for n in names if normalize_text(n) == key), None)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_score(text: str, low: float = 1, high: float = 10) -> float | None:
@@ -188,10 +194,15 @@ def consistency_score(choices: Sequence[str | None], true_name: str) -> float:
     return sum(normalize_text(c) == normalize_text(true_name) for c in parsed) / len(parsed)
 
 
+def mean_parsed(values: Sequence[float | None]) -> float | None:
+    """Mean of the parsed values; None when none parse."""
+    parsed = [v for v in values if v is not None]
+    return sum(parsed) / len(parsed) if parsed else None
+
+
 def knowledge_score(scores: Sequence[float | None]) -> float | None:
     """Mean of the parsed 1-10 scores; None when none parse."""
-    parsed = [s for s in scores if s is not None]
-    return sum(parsed) / len(parsed) if parsed else None
+    return mean_parsed(scores)
 
 
 def rejection_vote(votes: Sequence[int | None]) -> int | None:

@@ -22,7 +22,7 @@ from typing import Any
 from ditto_native import DittoError
 
 from data_tools.eval.answer import AnswerSettings, Conversation, answer_conversations
-from data_tools.eval.judging import RATING_SCHEMA, JudgeSettings, JudgeStats, Question, ask_judge, knowledge_score, parse_score
+from data_tools.eval.judging import RATING_SCHEMA, JudgeSettings, JudgeStats, Question, ask_judge, mean_parsed, parse_score
 from data_tools.eval.prompts import EvalPrompts
 from data_tools.eval.records import read_jsonl
 from data_tools.llm.runner import CallRunner
@@ -85,7 +85,7 @@ def run_mtbench(
     for q, done in zip(questions, answered):
         samples = values[start : start + len(q.turns)]
         start += len(q.turns)
-        turn_scores = [knowledge_score(s) for s in samples]  # the mean of the parsed samples
+        turn_scores = [mean_parsed(s) for s in samples]
         scored = [s for s in turn_scores if s is not None]
         records.append(
             {

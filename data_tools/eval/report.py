@@ -363,13 +363,15 @@ def write_report(report: Report, out: str | Path) -> list[Path]:
     """report.md, report.json and report.png side by side; returns the paths written."""
     import json
 
+    from ditto_jax.atomic_io import atomic_path, write_text_atomic
+
     from data_tools.eval.chart import bar_chart
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     chart = out.with_suffix(".png")
     data = out.with_suffix(".json")
-    bar_chart(report.panels(), chart)
-    data.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    out.write_text(report.markdown(chart.name), encoding="utf-8")
+    with atomic_path(chart) as tmp:
+        bar_chart(report.panels(), tmp, format="png")
+    write_text_atomic(data, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out, report.markdown(chart.name))
     return [out, data, chart]
