@@ -220,6 +220,10 @@ def test_playground_in_chromium(served, browser):
     }
     assert re.fullmatch(r"[0-9a-f]{16}", record["conversation"]) and record["timestamp"].endswith("Z")
 
+    # Offline: everything the page loaded came from this server.
+    loaded = driver.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert loaded and all(name.startswith(url + "/") for name in loaded), loaded
+
     shot = tmp / "compare-voted.png"
     driver.save_screenshot(str(shot))
     for path in (blind, shot):
