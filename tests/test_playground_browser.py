@@ -127,6 +127,7 @@ def test_api_needs_the_key(served):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{url}/v1/models", timeout=30)
     assert refused.value.code == 401
+    refused.value.close()
     request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert [m["id"] for m in json.load(response)["data"]] == ["seed", "tuned"]
@@ -158,6 +159,7 @@ def test_playground_in_chromium(served, browser):
     set_value(driver, "#max-tokens", "12")
 
     # Chat: the answer arrives as a stream of pieces.
+    assert not one(driver, "#vote-bar").is_displayed()
     send(driver, "Who are you?")
     [answer] = wait_for(driver, finished_answers(driver, ".message.assistant", 1), what="the streamed answer")
     text = answer.find_element("css selector", ".text").text
@@ -217,6 +219,10 @@ def test_playground_in_chromium(served, browser):
         "model_a": shown[0], "model_b": shown[1], "choice": "a",
     }
     assert re.fullmatch(r"[0-9a-f]{16}", record["conversation"]) and record["timestamp"].endswith("Z")
+
+    # Offline: everything the page loaded came from this server.
+    loaded = driver.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert loaded and all(name.startswith(url + "/") for name in loaded), loaded
 
     shot = tmp / "compare-voted.png"
     driver.save_screenshot(str(shot))

@@ -6,7 +6,7 @@
     GET  /ui/api/config        served models, languages, whether votes are kept
     GET  /ui/api/characters    ?q=&lang=&limit= -> matching characters with their system message
     POST /ui/api/votes         one blind preference vote -> appended to --votes FILE
-    POST /ui/login, /ui/logout the session cookie (see auth.py)
+    POST /ui/login, /ui/logout the session cookie (see ditto_jax/serving/auth.py)
 
 The page itself chats through the OpenAI API (/v1/chat/completions with
 stream), like any other client.
