@@ -456,6 +456,23 @@ def test_gguf_mistral_is_written_as_llama(tiny_source, tmp_path):
         assert again_bundle.encode(text) == bundle.encode(text)
 
 
+def test_gguf_pads_a_vocabulary_smaller_than_the_embedding(make_tiny_hf, shared_dir, tmp_path):
+    """Rows no token uses (an embedding padded past the tokenizer) become [PAD<id>] tokens, as llama.cpp writes them."""
+    ids = tiny_tokenizer("llama", shared_dir, tmp_path / "tok")
+    size = ids.pop("vocab_size")
+    _, src = make_tiny_hf("llama", tie_word_embeddings=True, vocab_size=size + 8, **ids)
+    for f in (tmp_path / "tok").iterdir():
+        shutil.copy(f, src / f.name)
+    model, bundle = load_model(str(src))
+    path = export_model(str(src), tmp_path / "padded.gguf", fmt="gguf")
+    tokens = open_gguf(path).fields["tokenizer.ggml.tokens"].contents()
+    assert len(tokens) == size + 8 and tokens[-1] == f"[PAD{size + 7}]"
+    again, again_bundle = load_model(str(path))
+    assert_same_params(model, again)
+    for text in TEXTS + [bundle.render(CONVERSATION)]:
+        assert again_bundle.encode(text) == bundle.encode(text)
+
+
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])
 def test_gguf_refuses_other_families_in_one_line(tiny_source, tmp_path, capsys, family):
     _, src = tiny_source(family)
