@@ -1,10 +1,12 @@
 """`ditto-jax export`: Hugging Face directories and GGUF files, checked round trip.
 
 Oracles: transformers+torch loading the export (logits, chat template, greedy
-tokens), and the project's own loaders reading it back (parameters). Tiny
-random models of each family carry a small byte-level BPE tokenizer trained
-here with the family's real chat template, so token ids fit their vocabulary.
-SmolLM2 is exported once per format per session.
+tokens), and the project's own loaders reading it back (parameters). Sources:
+tiny random models of each family, each with a small byte-level BPE tokenizer
+trained here with the family's real chat template (so token ids fit its
+vocabulary); SmolLM2, exported once per format per session; and a checkpoint
+trained for 2 steps inside the session. Parameters sharded over 8 devices and
+over 2 processes export the same bytes as unsharded ones.
 """
 from __future__ import annotations
 
