@@ -19,11 +19,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
@@ -42,7 +42,6 @@ from ditto_jax.train.metrics import append_metrics, plot_loss
 from ditto_jax.train.run_dir import CHECKPOINTS, CONFIG_FILE, MODEL, RUN_CONFIG
 from ditto_jax.train.step import init_state, make_eval_step, make_optimizer, make_train_step, state_shardings
 from ditto_jax.weights.hf import read_hf_config
-from ditto_native import DittoError
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -173,12 +172,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
         ckpts.close()
         return RunSummary(start, total, None, None, False)
 
-    with jax.set_mesh(mesh):
-        train_step = make_train_step(graphdef, tx, schedule, mesh=mesh, state_sharding=shardings)
-        eval_step = make_eval_step(graphdef, mesh=mesh, params_sharding=shardings["params"])
     stream = TrainStream(shards.train, cfg.seed)
     rows_sharding = batch_sharding(mesh, 3, 1)
     batch_shape = (accum, per_pass, seq_len)
+    train_step, eval_step = _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape)
     lo, hi = process_rows(rows_sharding, batch_shape, 1)
     my_offsets = local_rows(accum, per_pass, lo, hi)
 
@@ -247,6 +244,27 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     if primary and stop["requested"]:
         plot_loss(out)
     return RunSummary(step, total, loss, heldout, stop["requested"])
+
+
+def _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape):
+    """The train and evaluation steps, compiled ahead of time, with every process waiting for the others.
+
+    Processes compile at different speeds, and CPU collectives (gloo) give up on
+    a peer that joins 30 s late; a barrier after compiling starts them together.
+    """
+    seq_len = batch_shape[-1]
+
+    def rows(shape, batch_axis):
+        sharding = batch_sharding(mesh, len(shape), batch_axis)
+        return {c: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding) for c in COLUMNS}
+
+    with jax.set_mesh(mesh):
+        train_step = make_train_step(graphdef, tx, schedule, mesh=mesh, state_sharding=shardings)
+        eval_step = make_eval_step(graphdef, mesh=mesh, params_sharding=shardings["params"])
+        train_step = train_step.lower(state, rows(batch_shape, 1)).compile()
+        eval_step = eval_step.lower(state["params"], rows((batch_shape[1], seq_len), 0)).compile()
+    ocp.multihost.get_barrier_sync_fn()(key="ditto-train-compiled", timeout_ms=3_600_000)  # no-op for one process
+    return train_step, eval_step
 
 
 def heldout_loss(eval_step, params, shards: Shards, mesh, per_pass: int) -> float:

@@ -93,20 +93,13 @@ def make_train_step(
     `state_sharding` (from `state_shardings`) places parameters and moments.
     """
 
-    def grad_sums(params, micro):
-        def objective(p):
-            total, count = loss_sums(graphdef, p, micro)
-            return total, count
-
-        (total, count), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        return total, count, grads
-
     def step(state, batch):
         params = state["params"]
 
         def accumulate(carry, micro):
             g_sum, l_sum, n_sum = carry
-            total, count, grads = grad_sums(params, micro)
+            # Differentiate the sum, not a mean: the one division by the global count comes last.
+            (total, count), grads = jax.value_and_grad(lambda p: loss_sums(graphdef, p, micro), has_aux=True)(params)
             g_sum = jax.tree.map(lambda a, g: a + g.astype(a.dtype), g_sum, grads)
             return (g_sum, l_sum + total, n_sum + count), None
 
