@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Respond = Callable[[dict], "tuple[str, str] | None"]
-_FIRST_SENTENCE = re.compile(r"^(.+?[.。!?！？])(?:\s|$)")
+_FIRST_SENTENCE = re.compile(r"^(.+?(?:[.!?](?=\s|$)|[。！？]))")
 
 
 def default_reply(body: dict) -> tuple[str, str]:
@@ -41,7 +41,7 @@ def default_reply(body: dict) -> tuple[str, str]:
     lines = prompt.splitlines()
     material = lines[1] if len(lines) > 1 else prompt
     found = _FIRST_SENTENCE.match(material.strip())
-    evidence = (found.group(1) if found else material)[:200]
+    evidence = (found.group(1) if found else material)[:100]  # under every language's evidence cap
     questions = [{"question": f"Question {i} ({digest}): what do you remember of it?", "evidence": [evidence]} for i in range(k)]
     return json.dumps({"questions": questions}, ensure_ascii=False), "stop"
 

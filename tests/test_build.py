@@ -152,6 +152,7 @@ def _toml(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.timeout(3600)  # a real SmolLM2 build of 4 characters: ~5 minutes on 2 idle cores, far more on a loaded machine
 def test_the_shipped_default_yields_english_and_chinese(tmp_path):
     """The shipped default build (smaller: 2 characters per language, 2 turns) cleans sessions in both languages."""
     import tomllib
