@@ -62,7 +62,7 @@ def test_single_and_multi_stream_match_the_plain_dump(tmp_path: Path):
     plain.write_bytes(text)
     single = tmp_path / "d.json.bz2"
     single.write_bytes(bz2.compress(text, 1))
-    assert len(single.read_bytes()) > 150_000  # several blocks
+    assert len(text) > 500_000  # several blocks: level 1 cuts a block every 100 kB of text
     thirds = [0, len(text) // 3, 2 * len(text) // 3, len(text)]
     multi = tmp_path / "multi.json.bz2"
     multi.write_bytes(b"".join(bz2.compress(text[a:b], 1) for a, b in zip(thirds, thirds[1:])))

@@ -577,7 +577,12 @@ fn cjk_name_after(text: &str) -> (String, bool) {
 /// "我的名字叫X" (X a 2-6 character name), and "我是X" only for transliterated
 /// names with a middle dot or capitalised Latin words.
 pub fn identity_claims(answer: &str) -> Vec<Claim> {
-    let text: String = answer.nfkc().map(|c| if c == '\u{2019}' { '\'' } else { c }).collect();
+    // ASCII is its own NFKC form and has no curly quote: borrow it as it is.
+    let text: std::borrow::Cow<str> = if answer.is_ascii() {
+        answer.into()
+    } else {
+        answer.nfkc().map(|c| if c == '\u{2019}' { '\'' } else { c }).collect::<String>().into()
+    };
     let mut claims = Vec::new();
     let boundary_ok = |i: usize| text[..i].chars().next_back().is_none_or(|c| !is_word_char(c));
     for (pattern, min_words) in [("my name is ", 1), ("My name is ", 1), ("I am ", 2), ("I'm ", 2)] {
@@ -588,7 +593,10 @@ pub fn identity_claims(answer: &str) -> Vec<Claim> {
             }
         }
     }
-    for (pattern, strict) in [("我的名字是", true), ("我的名字叫", true), ("我名叫", true), ("我叫", true), ("我是", false)] {
+    // The Chinese patterns cannot occur in ASCII text.
+    let zh_patterns: &[(&str, bool)] =
+        if text.is_ascii() { &[] } else { &[("我的名字是", true), ("我的名字叫", true), ("我名叫", true), ("我叫", true), ("我是", false)] };
+    for &(pattern, strict) in zh_patterns {
         for (i, _) in text.match_indices(pattern) {
             let rest = text[i + pattern.len()..].trim_start();
             if rest.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
@@ -825,6 +833,9 @@ pub fn repetition(text: &str, cfg: &FilterConfig) -> Option<Failure> {
         if frac > max {
             return fail(Reason::Repetition, format!("top {n}-gram character fraction {frac:.2} > {max}"));
         }
+        if top == 0 {
+            break; // no n-gram repeats, so no longer one does: every later fraction is 0
+        }
     }
     for (k, &max) in cfg.dup_ngram_char_frac.iter().flatten().enumerate() {
         let n = k + 5;
@@ -842,6 +853,9 @@ pub fn repetition(text: &str, cfg: &FilterConfig) -> Option<Failure> {
         let frac = dup as f64 / total as f64;
         if frac > max {
             return fail(Reason::Repetition, format!("duplicate {n}-gram character fraction {frac:.2} > {max}"));
+        }
+        if dup == 0 {
+            break; // as above: most answers repeat no 5-gram, and this skips 5 sorts
         }
     }
     None
