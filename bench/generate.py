@@ -50,6 +50,7 @@ from pathlib import Path
 
 # bench/tokenize.py would shadow the standard library's `tokenize` (inspect imports it).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this tree, whatever the venv's install points at
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 PROMPTS = [
