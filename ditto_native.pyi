@@ -66,6 +66,26 @@ class ChatEncoder:
         list<uint8> (null when dropped) and drop_reason (null when kept)."""
 
 @final
+class PromptEncoder:
+    """Inference prompts with the same injection-safe rendering as `ChatEncoder`:
+    special-token text inside a message is encoded as plain text, so it cannot
+    forge a turn. No turn-layout probe, so any chat template works; a leading
+    system message the template drops is folded into the first user message."""
+
+    def __init__(
+        self,
+        tokenizer_json: str,
+        chat_template: str,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        template_vars: Mapping[str, Any] | None = None,
+    ) -> None: ...
+    @property
+    def system_policy(self) -> Literal["native", "fold_into_first_user"]: ...
+    def encode(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of one conversation (dicts with string role and content)."""
+
+@final
 class SftPacker:
     """Encodes sessions chunk by chunk, then packs train and held-out rows."""
 
@@ -87,6 +107,12 @@ class SftPacker:
 def is_heldout(session_id: str, fraction: float) -> bool:
     """Held-out iff the first 8 bytes of SHA-256(session_id), big-endian, are
     below fraction * 2**64."""
+
+def system_message(label: str, description: str, lang: str) -> str:
+    """The role's SFT system message, as the dialogues contract gives it:
+    `You are {label}, {description}` / `你是{label}，{description}` (any `zh*` lang),
+    `You are {label}.` / `你是{label}。` when the description is empty.
+    Label and description are trimmed first."""
 
 # ---- dedupe / filters (rust/src/dedupe.rs, rust/src/filters.rs) ----
 # Array arguments take any Arrow array or chunked array (PyCapsule interface:
@@ -114,6 +140,26 @@ def near_duplicates(
 ) -> tuple[pa.UInt32Array, pa.UInt32Array, pa.FloatArray]:
     """MinHash-LSH clusters verified by exact Jaccard >= threshold:
     (lowest index of each text's cluster, closest verified match or null, its Jaccard)."""
+
+def duplicates(
+    texts: Any,
+    groups: Any | None = None,
+    *,
+    exact: bool,
+    threshold: float | None = None,
+    word_ngram: int,
+    cjk_char_ngram: int,
+    num_perm: int,
+    bands: int,
+    rows: int,
+    seed: int,
+    max_bucket_window: int,
+    num_threads: int | None = None,
+) -> tuple[pa.UInt32Array | None, tuple[pa.UInt32Array, pa.UInt32Array, pa.FloatArray] | None]:
+    """Both dedupe passes over one column, each text normalised once:
+    (exact_duplicates' result if `exact`, near_duplicates' result if
+    `threshold` is set). The near pass runs on the texts that are not exact
+    duplicates, and its indices count those texts only, in order."""
 
 def check_turns(
     *,
@@ -152,5 +198,6 @@ def wikidata_scan(
     after every chunk and resumed from on the next call.
     Raises DittoError for input that is not a dump (one line), OSError for I/O."""
 
-def wikidata_decompressed_len(path: str | PathLike[str]) -> int:
-    """Decompress the dump and return its length in bytes."""
+def wikidata_decompressed_len(path: str | PathLike[str], *, parallel: bool = True) -> int:
+    """Decompress the dump and return its length in bytes; `parallel=False`
+    decodes bzip2 on one thread (the scan decodes it across blocks)."""

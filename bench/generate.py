@@ -26,6 +26,19 @@ tokens/s, best of 2 (torch's 2-thread runs collapsed under that load: 3-12 tok/s
        16 |         179.3 |                  237.6 |                  85.1 |     2.11x
 
 All f32 greedy rows were token-identical to transformers'.
+
+`--serve` runs the serving benchmark instead: `ditto-jax serve`'s app on
+uvicorn (in this process, SmolLM2 float32, max batch 16), 32 chat requests of
+mixed lengths (every 4th asks for 192 tokens, the rest for 16-48; exact
+lengths through vLLM's `min_tokens`) from 16 concurrent clients, once with
+continuous batching and once with static batching (a batch runs to its end
+before the next starts). It reports requests/s and p50/p95 latency per mode and
+the ratio. Each mode first serves the same workload once untimed (compiles).
+
+    .venv/bin/python bench/generate.py --serve [--requests 32] [--clients 16]
+
+`--quick` shrinks either benchmark to a smoke run (tiny counts and lengths; no
+figures worth quoting).
 """
 from __future__ import annotations
 
@@ -33,10 +46,7 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-# bench/tokenize.py would shadow the standard library's `tokenize` (inspect imports it).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 PROMPTS = [
@@ -65,7 +75,15 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row (default 128)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per side and batch; the best is reported (default 2)")
     parser.add_argument("--with-bf16", action="store_true", help="also time the engine with bfloat16 weights (float32 accumulation)")
+    parser.add_argument("--serve", action="store_true", help="run the serving benchmark (continuous against static batching)")
+    parser.add_argument("--requests", type=int, default=32, help="--serve: requests in the workload (default 32)")
+    parser.add_argument("--clients", type=int, default=16, help="--serve: concurrent clients (default 16)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run with tiny counts and lengths")
     args = parser.parse_args()
+    if args.serve:
+        return serve_bench(args)
+    if args.quick:
+        args.batches, args.new_tokens, args.repeats = "1,4", 8, 1
     batches = [int(b) for b in args.batches.split(",")]
     load_before = os.getloadavg()[0]
 
@@ -74,7 +92,6 @@ def main() -> int:
     import transformers
 
     from ditto_jax.generation import Engine, GenerationRequest
-    from ditto_jax.generation.engine import new_tokens_bucket
     from ditto_jax.loader import load_model, resolve_model_ref
 
     transformers.logging.set_verbosity_error()
@@ -121,10 +138,9 @@ def main() -> int:
     rows = []
     for batch in batches:
         print(f"batch {batch}: warm-up (compiles) ...", file=sys.stderr, flush=True)
-        # The shortest run with the same cache length compiles the same executables.
-        bucket = new_tokens_bucket(args.new_tokens)
+        # A run of the same shapes compiles the same executables.
         for engine in engines.values():
-            run_ours(engine, batch, bucket // 2 + 1 if bucket > 16 else 1)
+            run_ours(engine, batch)
         for threads in thread_options:
             torch.set_num_threads(threads)
             run_hf(batch, 4)
@@ -163,6 +179,94 @@ def main() -> int:
         cells += [f"{theirs[n]:>{len(c)}.1f}" for n, c in zip(thread_options, hf_cols)]
         cells += [f"{ours[name] / best:>{len(c) - 1}.2f}x" for name, c in zip(engines, ratio_cols)]
         print(" | ".join(cells + [f"{same}/{batch}"]))
+    return 0
+
+
+def serve_lengths(count: int, quick: bool) -> list[int]:
+    """Reply lengths of the workload: a long one in every four, short ones between."""
+    if quick:
+        return [24 if i % 4 == 0 else 4 + 2 * (i % 3) for i in range(count)]
+    return [192 if i % 4 == 0 else 16 + 8 * (i % 5) for i in range(count)]
+
+
+def run_clients(url: str, model: str, lengths: list[int], clients: int) -> tuple[float, list[float]]:
+    """Send every request from `clients` threads (each takes the next one when free); (wall s, latencies s)."""
+    import http.client
+    import json
+    import queue
+    import threading
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    work: queue.Queue = queue.Queue()
+    for i, n in enumerate(lengths):
+        work.put((i, n))
+    latencies: list[float] = [0.0] * len(lengths)
+    errors: list[str] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=3600)
+        while True:
+            try:
+                i, n = work.get_nowait()
+            except queue.Empty:
+                break
+            body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                    "max_tokens": n, "min_tokens": n, "temperature": 0}
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+            latencies[i] = time.perf_counter() - t0
+            if response.status != 200 or json.loads(data)["usage"]["completion_tokens"] != n:
+                errors.append(f"request {i}: HTTP {response.status} {data[:200]!r}")
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise SystemExit("serve benchmark: " + "; ".join(errors[:3]))
+    return wall, latencies
+
+
+def serve_bench(args) -> int:
+    import numpy as np
+
+    from ditto_jax.generation import Engine
+    from ditto_jax.loader import load_model
+    from ditto_jax.serving.app import ServedModel, create_app
+    from ditto_jax.serving.server import BackgroundServer
+    from ditto_jax.serving.worker import EngineWorker
+
+    count, clients = (8, 4) if args.quick else (args.requests, args.clients)
+    lengths = serve_lengths(count, args.quick)
+    load_before = os.getloadavg()[0]
+    model, bundle = load_model("smollm2")
+    results = {}
+    for mode in ("continuous", "static"):
+        worker = EngineWorker(Engine(model, bundle, max_batch=16, admission=mode), batch_wait_s=0.01, name=mode)
+        app = create_app([ServedModel("smollm2", worker)])
+        with BackgroundServer(app) as url:
+            print(f"{mode}: warm-up (compiles) ...", file=sys.stderr, flush=True)
+            run_clients(url, "smollm2", lengths, clients)
+            wall, latencies = run_clients(url, "smollm2", lengths, clients)
+        worker.close()
+        results[mode] = (count / wall, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)), wall)
+        print(f"{mode}: {wall:.1f} s", file=sys.stderr, flush=True)
+
+    print(f"\nServing SmolLM2-135M float32: {count} requests ({sum(lengths)} tokens, lengths {min(lengths)}-{max(lengths)}) "
+          f"from {clients} clients, max batch 16; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
+          f"on {os.cpu_count()} CPUs{' (--quick: not a measurement)' if args.quick else ''}")
+    print(f"{'batching':>10} | requests/s | p50 latency s | p95 latency s | wall s")
+    for mode, (rps, p50, p95, wall) in results.items():
+        print(f"{mode:>10} | {rps:>10.3f} | {p50:>13.2f} | {p95:>13.2f} | {wall:>6.1f}")
+    (c_rps, _, c_p95, _), (s_rps, _, s_p95, _) = results["continuous"], results["static"]
+    print(f"continuous / static: {c_rps / s_rps:.2f}x requests/s, p95 {c_p95 / s_p95:.2f}x")
     return 0
 
 

@@ -1,35 +1,118 @@
-"""Benchmark: dialogue simulation on SmolLM2, in process.
+"""Benchmark: dialogue simulation: planning at scale, the client's own cost per call, and SmolLM2 in process.
 
-1. End-to-end turns per minute with batching on (the backend hands the engine
+1. Planning (partners and turn plans, no LLM) for 4,000 and 100,000 roles:
+   wall and CPU seconds. Target: under 30 s for 100,000.
+2. Client-side overhead per call: the whole simulation of 4,000 roles x 5
+   turns (the paper's scale) through HttpBackend with 64 requests in flight,
+   against a loopback OpenAI-compatible peer in another process that answers
+   at once (tests/loopback_llm.py). Per call: the client process's CPU time
+   and wall time, and its resident memory at a quarter and at the full
+   scale. Target: under 2 ms per call, with flat memory.
+3. End-to-end turns per minute with batching on (the backend hands the engine
    up to --batch requests at a time) against off (one request at a time), on
    the same characters, settings and seed, each with a fresh call cache.
-2. The HTTP path's cost per call: the same requests through HttpBackend and
+4. The HTTP path's cost per call: the same requests through HttpBackend and
    `ditto-jax serve`'s server (in this process, over the same engine, one
    request in flight) against the bare engine.generate, one request at a time.
 
 Both modes run once untimed first, so XLA compiles happen outside the timings.
 
-    python bench/simulate.py [--characters characters.parquet] [--limit 8] [--turns 2]
+    python bench/simulate.py [--quick] [--characters characters.parquet] [--limit 8] [--turns 2] [--skip-model]
 
 Without --characters it uses the built-in sample (English and Chinese).
 """
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
 import sys
-
-# bench/ holds a tokenize.py, which would shadow the standard library's `tokenize` for a script run from here.
-if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import random
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic_roles(n: int):
+    """n roles in two languages with random categories, eras and domains (the planning's features)."""
+    from data_tools.simulation.roles import Role
+
+    rng = random.Random(0)
+    return [
+        Role(i, f"Q{i}", "en" if i % 2 else "zh", rng.choice(["human", "fictional"]), f"Character {i}", "a person", "", (),
+             rng.choice([None, rng.randrange(-500, 2000)]), frozenset({rng.choice(["war", "art", "science", "myth"])}))
+        for i in range(n)
+    ]
+
+
+def planning_seconds(n: int) -> tuple[float, float, float]:
+    """(wall s, CPU s, paired share) to plan partners and sessions for n roles whose every query parsed."""
+    from data_tools.simulation.partners import plan_partners
+    from data_tools.simulation.pipeline import SimulationConfig, SimulationReport, plan_sessions
+    from data_tools.simulation.queries import Question
+
+    roles = synthetic_roles(n)
+    config = SimulationConfig()
+    calls = config.query_calls_per_role
+    asked = {(r.index, j): [Question(f"{r.character_id} q{j}.{i}?", (), r.character_id) for i in range(config.questions_per_pair)]
+             for r in roles for j in range(calls)}
+    wall, cpu = time.perf_counter(), time.process_time()
+    partners = plan_partners(roles, calls, config.seed)
+    plans = plan_sessions(roles, partners, asked, config, SimulationReport())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    pairings = [p for plan in plans if plan for p in plan.pairings if p]
+    return wall, cpu, pairings.count("paired") / max(1, len(pairings))
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def client_overhead(n_roles: int, turns: int, in_flight: int, workdir: Path) -> dict[str, float]:
+    """Simulate n_roles roles against the loopback peer (another process); the client's cost per call."""
+    from data_tools.llm.cache import CallCache
+    from data_tools.llm.http_backend import HttpBackend
+    from data_tools.llm.runner import CallRunner
+    from data_tools.simulation.pipeline import SimulationConfig, simulate
+    from data_tools.simulation.prompts import PromptTemplates
+    from data_tools.simulation.roles import Role
+
+    peer = subprocess.Popen([sys.executable, str(REPO / "tests" / "loopback_llm.py")], stdout=subprocess.PIPE, text=True)
+    try:
+        url = peer.stdout.readline().strip()
+        base = synthetic_roles(n_roles)
+        profile = "This character lived a long life and is remembered for it. Many stories are told about this character."
+        out = {}
+        for label, n in (("quarter", n_roles // 4), ("full", n_roles)):
+            roles = [Role(r.index, r.character_id, r.lang, r.category, r.label, r.description, profile, (), r.era, r.domain) for r in base[:n]]
+            backend = HttpBackend([url], "loopback", concurrency=in_flight)
+            with CallCache(Path(tempfile.mkdtemp(dir=workdir)) / "calls.sqlite") as cache:
+                runner = CallRunner(backend, cache)
+                wall, cpu = time.perf_counter(), time.process_time()
+                _, report = simulate(roles, runner, PromptTemplates(), SimulationConfig(turns=turns), partner_pool=roles)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                calls = runner.stats.calls
+            backend.close()
+            out[f"{label}_calls"] = calls
+            out[f"{label}_cpu_ms"] = cpu / calls * 1000
+            out[f"{label}_wall_ms"] = wall / calls * 1000
+            out[f"{label}_rss_mib"] = _rss_mib()
+            out[f"{label}_sessions"] = report.sessions
+        return out
+    finally:
+        peer.terminate()
+        peer.wait()
 
 
 def simulate_once(engine, roles, everyone, batch: int, config, workdir: Path) -> tuple[float, int]:
@@ -93,7 +176,7 @@ def http_overhead(engine, bundle, calls: int, max_tokens: int) -> tuple[float, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--characters", type=Path, help="characters.parquet (default: the built-in sample)")
-    parser.add_argument("--limit", type=int, default=8, help="character rows to simulate (default 8)")
+    parser.add_argument("--limit", type=int, default=4, help="character rows to simulate per language (default 4)")
     parser.add_argument("--turns", type=int, default=4, help="as in the shipped build config (default 4)")
     parser.add_argument("--questions-per-pair", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8, help="requests per engine call with batching on (default 8)")
@@ -102,12 +185,34 @@ def main() -> int:
     parser.add_argument("--http-calls", type=int, default=32)
     parser.add_argument("--http-tokens", type=int, default=2, help="new tokens per call in the HTTP comparison (default 2)")
     parser.add_argument("--skip-batching", action="store_true", help="only measure the HTTP overhead")
+    parser.add_argument("--skip-model", action="store_true", help="only planning and the client's overhead (no SmolLM2)")
+    parser.add_argument("--roles", type=int, default=4000, help="roles for the client-overhead run (default 4000, the paper's scale)")
+    parser.add_argument("--in-flight", type=int, default=64, help="requests in flight for the client-overhead run (default 64)")
+    parser.add_argument("--quick", action="store_true", help="small sizes everywhere: checks the script end to end in a minute or two")
     args = parser.parse_args()
+    plan_sizes = (4000, 100_000)
+    if args.quick:
+        plan_sizes = (400, 4000)
+        args.roles, args.limit, args.turns, args.http_calls = 200, 2, 2, 4
+        args.max_query_tokens, args.max_answer_tokens = 96, 16
+
+    for n in plan_sizes:
+        wall, cpu, share = planning_seconds(n)
+        print(f"planning {n} roles: {wall:.2f}s wall, {cpu:.2f}s CPU (target < 30 s at 100,000); paired share {share:.1%}", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        o = client_overhead(args.roles, 5, args.in_flight, Path(tmp))
+    print(f"client overhead, {args.roles} roles x 5 turns, {args.in_flight} in flight, instant loopback peer: "
+          f"{o['full_calls']} calls, {o['full_cpu_ms']:.2f} ms CPU / {o['full_wall_ms']:.2f} ms wall per call "
+          f"(target < 2 ms); at a quarter ({o['quarter_calls']} calls) {o['quarter_cpu_ms']:.2f} ms CPU per call; "
+          f"RSS {o['quarter_rss_mib']:.0f} MiB at a quarter, {o['full_rss_mib']:.0f} MiB at full scale", flush=True)
+    if args.skip_model:
+        return 0
 
     import polars as pl
 
     from data_tools.simulation.pipeline import SimulationConfig
-    from data_tools.simulation.roles import roles_from_table
+    from data_tools.simulation.roles import first_per_language, roles_from_table
     from ditto_jax.generation import Engine
     from ditto_jax.loader import load_model
 
@@ -119,7 +224,7 @@ def main() -> int:
 
         table = characters_from_sample(CharactersConfig(languages=("en", "zh"), profile_chars=1500))
     everyone = roles_from_table(table, source=str(args.characters or "built-in sample"))
-    roles = everyone[: args.limit]
+    roles = first_per_language(everyone, args.limit)
     model, bundle = load_model("smollm2")
     engine = Engine(model, bundle, max_batch=16)
     config = dict(turns=args.turns, questions_per_pair=args.questions_per_pair, max_query_tokens=args.max_query_tokens, max_answer_tokens=args.max_answer_tokens)

@@ -1,4 +1,4 @@
-"""`ditto-data build`: characters -> simulate -> clean -> tokenize from one config file.
+"""`ditto-data build`: characters -> simulate -> clean -> tokenize (-> train -> export -> eval) from one config.
 
 Each stage runs through its own subcommand (so flags, validation and error
 messages are exactly the CLI's) and is skipped when its outputs are current:
@@ -7,8 +7,12 @@ state file records the key and the hashes of the outputs it produced. A stage
 whose output comes out byte-identical therefore does not force the stages after
 it to rerun.
 
-The shipped default (data_tools/configs/default.toml) runs the built-in sample
-characters through the embedded SmolLM2 on 2 CPU cores in about 15 minutes.
+With `[train]`, `[export]` and `[eval]` sections the build goes on through the
+model half of the loop (`data_tools.loop`): fine-tune, export, and compare the
+seed with the tuned model on held-out characters.
+
+The shipped default (data_tools/configs/default.toml) runs the whole loop on
+the built-in sample characters and the embedded SmolLM2 on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 import time
 import tomllib
@@ -24,12 +27,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from data_tools import loop
+from ditto_jax.atomic_io import write_text_atomic
 from ditto_native import DittoError
 
 STAGES = ("characters", "simulate", "clean", "tokenize")
 STATE_FILE = ".build-state.json"
-# Files above this size (a full Wikidata dump) are keyed by size and mtime, not content.
-_CONTENT_HASH_LIMIT = 2 << 30
+# Files above this size (a full Wikidata dump, a checkpoint's optimizer state) are
+# keyed by size and mtime, not content: hashing gigabytes on every build costs more
+# than the rare rerun a touched-but-identical file causes.
+_CONTENT_HASH_LIMIT = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +46,8 @@ class StagePlan:
     inputs: list[Path]  # files whose content decides whether the stage is current
     outputs: list[Path]  # what the stage writes (file or directory)
     settings: dict[str, Any]
+    tool: str = "ditto-data"  # the command whose subcommand `name` is
+    fresh_output: bool = False  # remove an output left by other settings before running (a run dir would be resumed)
 
 
 @dataclasses.dataclass
@@ -62,12 +71,13 @@ def load_config(path: Path | None) -> tuple[dict[str, Any], Path]:
         raise DittoError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise DittoError(f"{path}: invalid TOML: {exc}") from None
-    unknown = set(config) - {"out_dir", *STAGES}
+    unknown = set(config) - {"out_dir", *STAGES, *loop.MODEL_STAGES}
     if unknown:
-        raise DittoError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; expected out_dir, {', '.join(STAGES)}")
+        raise DittoError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; expected out_dir, {', '.join(STAGES + loop.MODEL_STAGES)}")
     for stage in STAGES:
         if not isinstance(config.get(stage, {}), dict):
             raise DittoError(f"{path}: [{stage}] must be a table")
+    loop.check_sections(config, path)
     return config, path
 
 
@@ -110,6 +120,7 @@ def plan_stages(config: dict[str, Any], config_path: Path) -> list[StagePlan]:
     tok = dict(config.get("tokenize", {}))
     characters_out = out_dir / "characters.parquet"
     dialogues_out = out_dir / "dialogues.parquet"
+    simulate_report = out_dir / "dialogues.report.json"
     clean_out, quarantine_out = out_dir / "clean.parquet", out_dir / "quarantine.parquet"
     report_out = out_dir / "clean.report.json"
     shards_out = out_dir / "shards"
@@ -132,13 +143,17 @@ def plan_stages(config: dict[str, Any], config_path: Path) -> list[StagePlan]:
     sim.setdefault("cache", str(out_dir / "dialogues.calls.sqlite"))
     sim_key_settings = {k: v for k, v in sim.items() if k != "cache"}
 
+    model_stages = loop.plan_model_stages(
+        config, rel, out_dir, characters=characters_out, dialogues=dialogues_out, shards=shards_out, plan_cls=StagePlan
+    )
     return [
         StagePlan("characters", _flags(chars) + ["--out", str(characters_out)], char_inputs, [characters_out], chars),
         StagePlan(
             "simulate",
-            ["--characters", str(characters_out), "--out", str(dialogues_out)] + _flags(sim, repeat={"endpoint": "--endpoint"}),
+            ["--characters", str(characters_out), "--out", str(dialogues_out), "--report", str(simulate_report)]
+            + _flags(sim, repeat={"endpoint": "--endpoint"}),
             sim_inputs,
-            [dialogues_out],
+            [dialogues_out, simulate_report],
             sim_key_settings,
         ),
         StagePlan(
@@ -155,6 +170,7 @@ def plan_stages(config: dict[str, Any], config_path: Path) -> list[StagePlan]:
             [shards_out],
             tok,
         ),
+        *model_stages,
     ]
 
 
@@ -200,9 +216,7 @@ def _read_state(out_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(out_dir: Path, state: dict[str, Any]) -> None:
-    tmp = out_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, out_dir / STATE_FILE)
+    write_text_atomic(out_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
 
 
 def _is_current(plan: StagePlan, key: str, recorded: dict[str, Any] | None) -> bool:
@@ -219,6 +233,12 @@ def _count_rows(path: Path) -> int:
 
 
 def _stage_rows_and_detail(plan: StagePlan) -> tuple[int, str]:
+    if plan.name == "train":
+        return loop.train_detail(plan.outputs[0])
+    if plan.name == "export":
+        return loop.export_detail(plan.outputs[0])
+    if plan.name == "eval":
+        return loop.eval_detail(plan.outputs[0].parent)
     if plan.name == "tokenize":
         manifest = json.loads((plan.outputs[0] / "manifest.json").read_text())
         splits = manifest["splits"]
@@ -253,8 +273,21 @@ def run_build(config_path: Path | None, *, run_stage: Callable[[str, list[str]],
             status = "skipped"
             log(f"[build] {plan.name}: up to date, skipped", file=sys.stderr)
         else:
-            log(f"[build] {plan.name}: ditto-data {plan.name} {' '.join(plan.argv)}", file=sys.stderr)
-            rc = run_stage(plan.name, plan.argv)
+            recorded = state.get(plan.name) or {}
+            if plan.fresh_output and not (recorded.get("key") == key and recorded.get("status") == "running"):
+                for out in plan.outputs:  # a crash under the same settings resumes; other settings start over
+                    loop.clear_stale_output(out)
+            state[plan.name] = {"key": key, "status": "running"}
+            _write_state(out_dir, state)
+            if plan.name == "eval":
+                log(f"[build] eval: seed against tuned on held-out characters", file=sys.stderr)
+                rc = loop.run_eval_stage(
+                    plan.settings, characters=plan.inputs[0], dialogues=plan.inputs[1], tuned=plan.inputs[2],
+                    eval_dir=plan.outputs[0].parent, log=lambda m: log(m, file=sys.stderr),
+                )
+            else:
+                log(f"[build] {plan.name}: {plan.tool} {plan.name} {' '.join(plan.argv)}", file=sys.stderr)
+                rc = run_stage(plan.name, plan.argv)
             if rc != 0:
                 raise DittoError(f"stage {plan.name} failed (exit {rc}); see the message above")
             state[plan.name] = {"key": key, "outputs": {str(p): file_digest(p) for p in plan.outputs}}
@@ -269,6 +302,10 @@ def run_build(config_path: Path | None, *, run_stage: Callable[[str, list[str]],
 
 
 def _run_subcommand(name: str, argv: list[str]) -> int:
+    if name in ("train", "export"):
+        from ditto_jax.cli import main as jax_main
+
+        return jax_main([name, *argv])
     from data_tools.cli import main
 
     return main([name, *argv])
@@ -278,6 +315,39 @@ def format_summary(results: list[StageResult]) -> str:
     lines = ["stage       status     time   result"]
     for r in results:
         lines.append(f"{r.name:<11} {r.status:<8} {r.seconds:>7.1f}s  {r.detail}")
+    return "\n".join(lines)
+
+
+def language_summary(out_dir: Path) -> str:
+    """Per language: clean sessions and turns, the share of paired contrastive
+    turns, the verified-evidence rate, trimmed answers, and dropped turns by reason."""
+    import polars as pl
+
+    clean = pl.read_parquet(out_dir / "clean.parquet")
+    quarantine = pl.read_parquet(out_dir / "quarantine.parquet")
+    report_path = out_dir / "dialogues.report.json"
+    simulated = json.loads(report_path.read_text()).get("by_lang", {}) if report_path.exists() else {}
+    langs = sorted({*clean["lang"].unique().to_list(), *quarantine["lang"].unique().to_list(), *simulated})
+    lines = ["lang  sessions  turns  paired  evidence verified  trimmed  dropped turns by reason"]
+    for lang in langs:
+        c = clean.filter(pl.col("lang") == lang)
+        turns = int(c["messages"].list.len().sum() // 2) if c.height else 0
+        if "pairings" in c.columns and c.height:
+            pairings = c["pairings"].explode().drop_nulls()
+            paired = f"{(pairings == 'paired').mean():.0%}" if pairings.len() else "n/a"
+        else:
+            paired = "n/a"
+        trimmed = int((c["finish_reasons"].explode() == "length_trimmed").sum()) if c.height else 0
+        sim = simulated.get(lang, {})
+        checked, verified = sim.get("evidence_checked", 0), sim.get("evidence_verified", 0)
+        evidence = f"{verified / checked:.0%} ({verified}/{checked})" if checked else "n/a"
+        q = quarantine.filter(pl.col("lang") == lang)
+        by_reason = (
+            q.group_by("reason").agg((pl.col("messages").list.len() // 2).sum().alias("turns")).sort("turns", "reason", descending=[True, False])
+            if q.height else pl.DataFrame({"reason": [], "turns": []})
+        )
+        dropped = ", ".join(f"{r} {t}" for r, t in by_reason.iter_rows()) or "none"
+        lines.append(f"{lang:<5} {c.height:>8} {turns:>6} {paired:>7} {evidence:>18} {trimmed:>8}  {dropped}")
     return "\n".join(lines)
 
 
@@ -296,4 +366,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_build(args: argparse.Namespace) -> int:
     results = run_build(args.config)
     print(format_summary(results))
+    config, config_path = load_config(args.config)
+    out_dir = plan_stages(config, config_path)[0].outputs[0].parent
+    print(language_summary(out_dir))
+    if any(r.name == "eval" for r in results):
+        eval_dir = loop.train_paths(out_dir)["eval"]
+        print(f"\nseed against tuned, held-out characters (split All; full table with en/zh and 95% intervals: {eval_dir / 'report.md'})")
+        print(loop.comparison_table(eval_dir))
     return 0

@@ -23,7 +23,10 @@ from data_tools.cleaning.schema import read_dialogues
 _HELP_POLICY = (
     "A failed turn is dropped while at least min_turns (default 2) turns remain; otherwise the whole "
     "session is quarantined with the reason of its first failed turn. Set turn_failure = \"drop_session\" "
-    "in the config to quarantine a session on any failure."
+    "in the config to quarantine a session on any failure. Besides the Rust checks: prompt_echo (a question, "
+    "answer or evidence string repeating the simulation prompts' scaffolding), and, when the table has a "
+    "`pairings` column, contrastive turns marked fallback are dropped as label_mismatch while min_turns other "
+    "turns remain (drop_fallback_turns)."
 )
 
 

@@ -6,6 +6,7 @@ result; the method lives in data_tools.simulation.pipeline.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -38,17 +39,17 @@ def register(subparsers) -> None:
     src.add_argument("--model", help="in-process model reference: smollm2, a Hugging Face directory or a .gguf file")
     src.add_argument("--endpoint", action="append", metavar="URL", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1; repeat to share the load")
     p.add_argument("--model-name", help="model name to request from the endpoint(s)")
-    p.add_argument("--limit", type=int, help="simulate only the first N character rows")
+    p.add_argument("--limit", type=int, help="simulate only the first N character rows of each language (the same number per language)")
     p.add_argument("--turns", type=int, default=5, help="turns per session, exactly (default 5)")
     p.add_argument("--questions-per-pair", type=int, default=3, help="questions asked per (character, partner) pair (default 3)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (HTTP) or batch size (in-process) (default 8)")
     p.add_argument("--cache", type=Path, help="call cache (SQLite); default: beside --out, named <out>.calls.sqlite")
+    p.add_argument("--report", type=Path, help="JSON report (per language: pairing, evidence, trimming); default: beside --out, named <out>.report.json")
     p.add_argument("--seed", type=int, default=0, help="seed for partners, turn plans and sampling (default 0)")
-    p.add_argument("--max-query-tokens", type=int, default=768, help="token limit for a question-writing reply; the JSON schema's string lengths scale with it (default 768)")
+    p.add_argument("--max-query-tokens", type=int, default=768, help="token limit for a question-writing reply; a reply cut by it does not parse and is asked for again (default 768)")
     p.add_argument("--max-answer-tokens", type=int, default=256, help="token limit for an in-character answer (default 256)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1, off)")
-    p.add_argument("--profile-chars", type=int, default=4000, help="profile text shown to the model, in characters (default 4000)")
     p.add_argument("--query-template", type=Path, help="Jinja file replacing the built-in query prompt")
     p.add_argument("--response-template", type=Path, help="Jinja file replacing the built-in response prompt")
     p.add_argument("--timeout", type=float, default=600.0, help="HTTP: seconds to wait for one reply (default 600)")
@@ -66,7 +67,7 @@ def run(args) -> int:
     from data_tools.simulation.output import write_parquet_atomic
     from data_tools.simulation.pipeline import SimulationConfig, simulate
     from data_tools.simulation.prompts import PromptTemplates
-    from data_tools.simulation.roles import roles_from_table
+    from data_tools.simulation.roles import first_per_language, roles_from_table
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     config = SimulationConfig(
@@ -79,8 +80,6 @@ def run(args) -> int:
         raise DittoError(f"--limit must be >= 1 (got {args.limit})")
     if args.concurrency < 1:
         raise DittoError(f"--concurrency must be >= 1 (got {args.concurrency})")
-    if args.profile_chars < 100:
-        raise DittoError(f"--profile-chars must be >= 100 (got {args.profile_chars})")
 
     templates = PromptTemplates({"query": args.query_template, "response": args.response_template})
     for kind in ("query", "response"):
@@ -92,8 +91,8 @@ def run(args) -> int:
         raise
     except Exception as exc:  # polars raises several types for a file that is not Parquet
         raise DittoError(f"{args.characters}: cannot read as Parquet: {' '.join(str(exc).split())[:200]}") from None
-    everyone = roles_from_table(table, source=str(args.characters), profile_chars=args.profile_chars)
-    roles = everyone[: args.limit] if args.limit else everyone
+    everyone = roles_from_table(table, source=str(args.characters))
+    roles = first_per_language(everyone, args.limit) if args.limit else everyone
     if not roles:
         raise DittoError(f"{args.characters}: no character rows")
 
@@ -108,6 +107,9 @@ def run(args) -> int:
             runner.close()
             backend.close()
     write_parquet_atomic(frame, args.out)
+    report_path = args.report or args.out.with_name(args.out.stem + ".report.json")
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     _summary(args, report, runner.stats, backend.retry_counts(), time.monotonic() - started, cache_path)
     transient = [r for r in report.dropped.values() if r.startswith("answer_failed")] + [
         r for r in report.query_failures if r.startswith("call_failed")
@@ -158,4 +160,13 @@ def _summary(args, report, stats, retries: dict[str, int], elapsed: float, cache
         f"simulate: tokens prompt {stats.prompt_tokens}, completion {stats.completion_tokens} "
         f"({stats.completion_tokens / max(elapsed, 1e-9):.1f} completion tok/s); cache {cache_path}",
     ]
+    for lang, r in sorted(report.by_lang.items()):
+        d = r.to_dict()
+        share = "n/a" if d["paired_share"] is None else f"{d['paired_share']:.0%}"
+        rate = "n/a" if d["evidence_verified_rate"] is None else f"{d['evidence_verified_rate']:.0%}"
+        lines.append(
+            f"simulate: [{lang}] sessions {r.sessions}, paired contrastive {share} (fallback {r.contrastive_fallback}), "
+            f"evidence verified {rate} ({r.evidence_verified}/{r.evidence_checked}; questions with none {r.questions_unverified}), "
+            f"answers trimmed {r.answers_trimmed}, left cut {r.answers_cut}, replies at a string cap {r.replies_at_cap}"
+        )
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -211,7 +211,19 @@ def write_shards(shards: Shards, out_dir: Path, manifest: dict[str, Any]) -> Non
         shutil.rmtree(old)
 
 
-def build_manifest(shards: Shards, source: TokenizerSource, config: TokenizeConfig, sources: Mapping[str, str]) -> dict[str, Any]:
+def count_languages(path: Path) -> dict[str, int]:
+    """Sessions per `lang` code in a dialogues file, most first ({} without a lang column)."""
+    pf = pq.ParquetFile(path)
+    if "lang" not in pf.schema_arrow.names:
+        return {}
+    counts = pf.read(columns=["lang"]).column("lang").value_counts().to_pylist()
+    pairs = [(str(c["values"]), int(c["counts"])) for c in counts]
+    return dict(sorted(pairs, key=lambda kv: (-kv[1], kv[0])))
+
+
+def build_manifest(
+    shards: Shards, source: TokenizerSource, config: TokenizeConfig, sources: Mapping[str, str], languages: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     stats = shards.stats
     return {
         "seq_len": config.seq_len,
@@ -222,7 +234,9 @@ def build_manifest(shards: Shards, source: TokenizerSource, config: TokenizeConf
         "splits": {s: split_summary(shards.tables[s], config.seq_len, stats[s]) for s in SPLITS},
         "dropped": dict(sorted(stats["dropped"].items())),
         "sources": dict(sources),
-        # Beyond the contract's keys: how the rows were made.
+        # Beyond the contract's keys: what went in (sessions per language sum to sessions_in;
+        # model cards summarise the data with it) and how the rows were made.
+        "languages": dict(languages or {}),
         "sessions_in": stats["sessions_in"],
         "truncated": stats["truncated"],
         "overlong": config.overlong,
@@ -240,7 +254,7 @@ def tokenize_file(in_path: str | Path, source: TokenizerSource, out_dir: str | P
     if kept == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(shards.stats["dropped"].items())) or "the input has no rows"
         raise DittoError(f"{in_path}: no sessions left to tokenize ({reasons})")
-    manifest = build_manifest(shards, source, config, {str(in_path): file_sha256(in_path)})
+    manifest = build_manifest(shards, source, config, {str(in_path): file_sha256(in_path)}, count_languages(in_path))
     write_shards(shards, Path(out_dir), manifest)
     return manifest
 

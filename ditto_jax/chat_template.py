@@ -9,7 +9,8 @@ This module only finds the template the way transformers does:
   templates of which "default" is used); `bos_token`/`eos_token` from the same
   config (strings or AddedToken dicts with "content");
 - a GGUF file: the `tokenizer.chat_template` metadata key, with the BOS/EOS
-  token strings looked up from their ids.
+  token strings looked up from their ids (read by `tokenizer.tokenizer_from_gguf`,
+  which parses the metadata once for the vocabulary and the template).
 
 Example:
     >>> t = ChatTemplate.from_folder("shared/tokenizers/qwen3")  # doctest: +SKIP
@@ -56,25 +57,6 @@ class ChatTemplate:
         else:
             source = _config_template(config.get("chat_template"), config_path)
         return cls(source, bos_token=_token_text(config.get("bos_token")), eos_token=_token_text(config.get("eos_token")))
-
-    @classmethod
-    def from_gguf(cls, path: str | Path) -> ChatTemplate:
-        """Load from a GGUF file's metadata."""
-        from gguf import GGUFReader  # heavy; only needed for GGUF models
-
-        fields = GGUFReader(str(path)).fields
-        if "tokenizer.chat_template" not in fields:
-            raise DittoError(f"{path}: GGUF metadata has no tokenizer.chat_template")
-        source = str(fields["tokenizer.chat_template"].contents())
-
-        def token(key: str) -> str | None:
-            if key not in fields:
-                return None
-            tokens = fields["tokenizer.ggml.tokens"]
-            # Index one entry instead of decoding the whole vocabulary.
-            return bytes(tokens.parts[tokens.data[int(fields[key].contents())]]).decode("utf-8")
-
-        return cls(source, bos_token=token("tokenizer.ggml.bos_token_id"), eos_token=token("tokenizer.ggml.eos_token_id"))
 
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False, **extra_vars: Any) -> str:
         """Render one conversation; `extra_vars` are template variables such as

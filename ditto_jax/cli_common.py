@@ -1,8 +1,8 @@
 """The one command-line convention of `ditto-data`, `ditto-jax` and `ditto-eval`.
 
-* Subcommands live in modules exposing `register(subparsers)`. Those modules
-  import jax, flax or polars inside their run functions, not at module level,
-  so `--help` answers without loading the numeric stack.
+* Subcommands live in modules exposing `register(subparsers)`. Only the module
+  of the subcommand being run is imported; the others appear in `--help` as
+  their one-line summaries, so `--help` answers without loading the numeric stack.
 * `--verbose` and `--no-progress` are accepted before or after the subcommand.
 * The persistent XLA compilation cache is configured through the environment
   *before* anything imports jax (jax reads these variables once, at import).
@@ -19,7 +19,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ditto_native import DittoError
@@ -48,13 +48,33 @@ def _add_common_flags(parser: argparse.ArgumentParser, *, top_level: bool) -> No
             parser.add_argument(flag, action="store_true", default=default, help=help_text)
 
 
-def build_parser(prog: str, description: str, modules: Sequence[str]) -> argparse.ArgumentParser:
-    """A parser whose subcommands come from `register(subparsers)` in each module, in order."""
+# Subcommand name -> (module whose `register(subparsers)` adds it, its one-line help).
+Subcommands = Mapping[str, tuple[str, str]]
+
+
+def chosen_subcommand(argv: Sequence[str]) -> str | None:
+    """The subcommand named on a command line: its first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(prog: str, description: str, subcommands: Subcommands, argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: only the named subcommand's module is imported and
+    registered; every other subcommand is a placeholder carrying its summary, so
+    `--help` loads no numeric library. With `argv=None` every module is registered.
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     _add_common_flags(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in modules:
-        importlib.import_module(name).register(subparsers)
+    chosen = None if argv is None else chosen_subcommand(argv)
+    imported: set[str] = set()
+    for name, (module, summary) in subcommands.items():
+        if name in subparsers.choices:
+            continue  # registered along with a sibling from the same module
+        if (argv is None or name == chosen) and module not in imported:
+            imported.add(module)
+            importlib.import_module(module).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     for sub in subparsers.choices.values():
         _add_common_flags(sub, top_level=False)
     return parser
@@ -78,14 +98,15 @@ def _quiet_logs(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def run_main(prog: str, description: str, modules: Sequence[str], argv: list[str] | None = None) -> int:
+def run_main(prog: str, description: str, subcommands: Subcommands, argv: list[str] | None = None) -> int:
     """Parse, set up the runtime, run the subcommand; errors become one line and exit 2."""
     configure_runtime_env()
-    if "--no-progress" in (sys.argv[1:] if argv is None else argv):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--no-progress" in argv:
         # tqdm reads its TQDM_* overrides once, when it is imported, and the
         # subcommand modules import it while the parser is built: set it first.
         os.environ["TQDM_DISABLE"] = "1"
-    args = build_parser(prog, description, modules).parse_args(argv)
+    args = build_parser(prog, description, subcommands, argv).parse_args(argv)
     _quiet_logs(args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -146,8 +146,17 @@ class ModelConfig:
             "torch_dtype": torch_dtype,
             "use_cache": True,
         }
+        # Each class's own switches, stated so that its defaults cannot differ from this model
+        # (Mistral and Qwen2 default to a 4096-token sliding window, which this model never uses).
+        # Qwen2's q/k/v biases are implied by its class.
         if self.model_type == "llama":
             hf.update(attention_bias=False, mlp_bias=False)
+        elif self.model_type == "mistral":
+            hf.update(sliding_window=None)
+        elif self.model_type == "qwen2":
+            hf.update(use_sliding_window=False, sliding_window=None)
+        elif self.model_type == "qwen3":
+            hf.update(attention_bias=False, use_sliding_window=False, sliding_window=None)
         return hf
 
 

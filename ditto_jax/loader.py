@@ -4,7 +4,11 @@
     found through importlib.metadata and never imported: importing that package
     needs llama.cpp bindings we do not use.
   * a Hugging Face directory (config.json, safetensors, tokenizer files);
-  * a ``.gguf`` file.
+  * a ``.gguf`` file;
+  * a training checkpoint (`ditto-jax train`): a run directory means its newest
+    step, or one step directory ``OUT/checkpoints/N``. Only the weights are read,
+    not the optimizer state; the model config and tokenizer stored beside them
+    make it stand alone.
 
     model, bundle = load_model("smollm2")
 """
@@ -18,6 +22,7 @@ import jax.numpy as jnp
 
 from ditto_jax.model import CausalLM
 from ditto_jax.tokenizer import TokenizerBundle, tokenizer_from_gguf, tokenizer_from_hf_dir
+from ditto_jax.train.run_dir import CHECKPOINTS, MODEL, step_dir_of
 from ditto_jax.weights.gguf import architecture, load_gguf, open_gguf
 from ditto_jax.weights.hf import load_hf_dir
 from ditto_native import DittoError
@@ -32,13 +37,12 @@ BUILTIN_MODELS = {
 class ResolvedRef:
     """A model reference resolved to a file or folder of a known kind.
 
-    `kind` selects the loaders in `_LOADERS`. A new source (training
-    checkpoints are next) is one more kind: recognise it in
-    `resolve_model_ref` and register its two loaders there.
+    `kind` selects the loaders in `_LOADERS`. A new source is one more kind:
+    recognise it in `resolve_model_ref` and register its two loaders there.
     """
 
     ref: str  # what the user wrote
-    kind: str  # "gguf" | "hf"
+    kind: str  # "gguf" | "hf" | "checkpoint"
     path: Path
 
     def load_model(self, *, dtype=jnp.float32) -> tuple[CausalLM, TokenizerBundle]:
@@ -55,12 +59,17 @@ def resolve_model_ref(ref: str) -> ResolvedRef:
     if path.is_file() and path.suffix.lower() == ".gguf":
         return ResolvedRef(ref, "gguf", path)
     if path.is_dir():
+        step_dir = step_dir_of(path)
+        if step_dir is not None:
+            return ResolvedRef(ref, "checkpoint", step_dir)
         if (path / "config.json").is_file():
             return ResolvedRef(ref, "hf", path)
-        raise DittoError(f"{ref}: no config.json (not a Hugging Face model directory)")
+        if (path / CHECKPOINTS).is_dir():
+            raise DittoError(f"{ref}: training run without a finished checkpoint in {CHECKPOINTS}/")
+        raise DittoError(f"{ref}: no config.json (not a Hugging Face model directory or training checkpoint)")
     if path.is_file():
         raise DittoError(f"{ref}: not a model reference (expected a .gguf file or a Hugging Face directory)")
-    raise DittoError(f"{ref}: no such model ({', '.join(BUILTIN_MODELS)}, a Hugging Face directory or a .gguf file)")
+    raise DittoError(f"{ref}: no such model ({', '.join(BUILTIN_MODELS)}, a Hugging Face directory, a .gguf file or a training checkpoint)")
 
 
 def load_model(ref: str, *, dtype=jnp.float32) -> tuple[CausalLM, TokenizerBundle]:
@@ -98,7 +107,18 @@ def _load_hf(path: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
     return model, bundle
 
 
+def _load_checkpoint(step_dir: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
+    from ditto_jax.train.checkpoint import load_checkpoint_model  # Orbax is imported only for checkpoints
+
+    return load_checkpoint_model(step_dir, dtype=dtype), _load_checkpoint_tokenizer(step_dir)
+
+
+def _load_checkpoint_tokenizer(step_dir: Path) -> TokenizerBundle:
+    return tokenizer_from_hf_dir(step_dir / MODEL)
+
+
 _LOADERS = {
     "gguf": (_load_gguf, _load_gguf_tokenizer),
     "hf": (_load_hf, tokenizer_from_hf_dir),
+    "checkpoint": (_load_checkpoint, _load_checkpoint_tokenizer),
 }

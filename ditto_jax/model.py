@@ -14,21 +14,39 @@ query heads per kv head, E head dim, V vocab, L layers.
 
 Weights are stored HF-native: the q/k projections are in split-half RoPE order,
 so import from safetensors and export back are plain (transposing) copies.
+
+One layer function, `decoder_layer`, holds the block's maths for every use:
+training and scoring (scanned over the stacked weights, `attention` switch),
+`cache=` generation here (scanned, cache carried), and the serving engine's
+prefill and decode (`generation/forward.py`: layers unrolled over per-layer
+weights and head-major KV buffers, 62 against 660 ms per SmolLM2 step). Each
+caller only supplies how to attend (`attn_fn`).
+
+Precision policy (one, for all of them):
+- the residual stream, RMSNorm, RoPE, the attention softmax and the logits are
+  float32;
+- every matmul takes its inputs in the compute dtype and accumulates in
+  float32 (`preferred_element_type`): the weight matmuls through `project`,
+  and attention on q/k/v handed over in the compute dtype (a KV cache stores
+  them in its own dtype, float32 unless asked otherwise, and attends in it).
+The compute dtype is the model's `dtype` (matrices are cast to it per layer)
+or, in the engine, the dtype its weights are stored in (`matmul_dtype`). With
+float32 everything is plain float32; with bf16 only matmul inputs are rounded.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from ditto_jax.attention import IMPLEMENTATIONS, attend, masked_attention
 from ditto_jax.config import ModelConfig, rope_inv_freq
+from ditto_jax.sharding import ACT_BTD, constrain
+from ditto_native import DittoError
 
-# Large negative instead of -inf so a fully masked row (a padding query) gives a
-# harmless uniform softmax rather than NaN.
-_MASK_VALUE = -1e30
+REMAT_POLICIES = ("none", "full", "save-matmuls")
 
 
 class KVCache(NamedTuple):
@@ -59,18 +77,6 @@ def apply_rope(x_bthe: jax.Array, positions_bt: jax.Array, inv_freq: jax.Array) 
     x1, x2 = jnp.split(x_bthe.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_bthe.dtype)
-
-
-def attention(q_bthe, k_bske, v_bske, mask_bts, num_kv_heads: int) -> jax.Array:
-    """Grouped-query attention with an explicit boolean mask; softmax in float32."""
-    b, t, h, e = q_bthe.shape
-    q_btkge = q_bthe.reshape(b, t, num_kv_heads, h // num_kv_heads, e)
-    scores = jnp.einsum("btkge,bske->bkgts", q_btkge, k_bske, preferred_element_type=jnp.float32)
-    scores = scores * (e**-0.5)
-    scores = jnp.where(mask_bts[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_bske.dtype)
-    out = jnp.einsum("bkgts,bske->btkge", probs, v_bske)
-    return out.reshape(b, t, h * e)
 
 
 class DecoderLayers(nnx.Module):
@@ -110,32 +116,44 @@ class DecoderLayers(nnx.Module):
         return {name: value[...] for name, value in vars(self).items() if isinstance(value, nnx.Param)}
 
 
-def _decoder_layer(cfg: ModelConfig, p: dict, x_btd, positions_bt, inv_freq, kv_fn):
-    """One pre-norm block. `kv_fn(k, v) -> (keys, values, mask)` supplies what to attend to."""
+def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+    """x @ w over the last axis: inputs in the weight's dtype (the compute dtype), float32 accumulation and result."""
+    y = jnp.einsum("...d,dh->...h", x.astype(w.dtype), w, preferred_element_type=jnp.float32)
+    return y if bias is None else y + bias.astype(jnp.float32)
+
+
+# attn_fn(q [B, T, H, E], k [B, T, K, E], v [B, T, K, E]) -> (out [B, T, H, E], extra): attends to
+# the row itself (training) or to a KV cache it first writes k, v into (generation).
+AttnFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, object]]
+
+
+def decoder_layer(cfg: ModelConfig, p: dict, x_btd: jax.Array, positions_bt: jax.Array, inv_freq: jax.Array, attn_fn: AttnFn):
+    """One pre-norm block: x + attn(norm(x)), then + SwiGLU(norm(x)). Returns (x [B, T, D] float32, attn_fn's extra).
+
+    `p` holds this layer's weights (`DecoderLayers` names, layer axis removed),
+    matrices in the compute dtype; `x_btd` is the float32 residual stream.
+    """
     b, t, _ = x_btd.shape
-    dtype = x_btd.dtype
+    compute = p["wq_ldh"].dtype
     h = rms_norm(x_btd, p["attn_norm_ld"], cfg.rms_norm_eps)
-    q = jnp.einsum("btd,dh->bth", h, p["wq_ldh"].astype(dtype))
-    k = jnp.einsum("btd,dk->btk", h, p["wk_ldk"].astype(dtype))
-    v = jnp.einsum("btd,dk->btk", h, p["wv_ldk"].astype(dtype))
-    if cfg.qkv_bias:
-        q, k, v = q + p["bq_lh"].astype(dtype), k + p["bk_lk"].astype(dtype), v + p["bv_lk"].astype(dtype)
-    q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
-    k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    q = project(h, p["wq_ldh"], p.get("bq_lh")).reshape(b, t, cfg.num_heads, cfg.head_dim)
+    k = project(h, p["wk_ldk"], p.get("bk_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    v = project(h, p["wv_ldk"], p.get("bv_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     if cfg.qk_norm:
         q = rms_norm(q, p["q_norm_le"], cfg.rms_norm_eps)
         k = rms_norm(k, p["k_norm_le"], cfg.rms_norm_eps)
     q = apply_rope(q, positions_bt, inv_freq)
     k = apply_rope(k, positions_bt, inv_freq)
-    keys, values, mask, extra = kv_fn(k, v)
-    attn = attention(q, keys, values, mask, cfg.num_kv_heads)
-    x_btd = x_btd + jnp.einsum("bth,hd->btd", attn, p["wo_lhd"].astype(dtype))
+    attn, extra = attn_fn(q.astype(compute), k.astype(compute), v.astype(compute))
+    x_btd = x_btd + project(attn.reshape(b, t, cfg.num_heads * cfg.head_dim), p["wo_lhd"])
     h = rms_norm(x_btd, p["mlp_norm_ld"], cfg.rms_norm_eps)
-    gate = jnp.einsum("btd,df->btf", h, p["w_gate_ldf"].astype(dtype))
-    up = jnp.einsum("btd,df->btf", h, p["w_up_ldf"].astype(dtype))
-    x_btd = x_btd + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, p["w_down_lfd"].astype(dtype))
-    return x_btd, extra
+    gated = jax.nn.silu(project(h, p["w_gate_ldf"])) * project(h, p["w_up_ldf"])
+    return x_btd + project(gated, p["w_down_lfd"]), extra
+
+
+def layer_weights(p: dict, dtype) -> dict:
+    """A layer's weights with the matrices (names starting with "w") in the compute dtype `dtype`."""
+    return {name: w.astype(dtype) if name.startswith("w") else w for name, w in p.items()}
 
 
 class CausalLM(nnx.Module):
@@ -143,21 +161,66 @@ class CausalLM(nnx.Module):
 
     Training / scoring:  ``logits, _ = model(tokens, positions, segment_ids)``
       (packed rows: attention stays within a segment; segment 0 is padding).
+      The same pass in two halves, for a loss that never forms all logits:
+      ``model.hidden_states(tokens, positions, segment_ids)`` [B, T, D] and ``model.head_dv()`` [D, V].
+      `attention` picks the implementation (see ditto_jax.attention); set it at
+      construction or by assignment (``model.attention = "chunked"``).
     Generation:          ``logits, cache = model(tokens, positions, segment_ids, cache=c, cache_index=i)``
       writes the new keys/values at slots [i, i + T) and attends to all valid
-      slots up to each query's own slot.
+      slots up to each query's own slot (always dense).
     """
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False):
+    def __init__(
+        self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool | str = False,
+        attention: str = "dense",
+    ):
+        if remat not in (False, True) + REMAT_POLICIES:
+            raise DittoError(f"remat: unknown policy {remat!r}; expected one of {', '.join(REMAT_POLICIES)}")
+        if attention not in IMPLEMENTATIONS:
+            raise DittoError(f"attention: unknown implementation {attention!r}; expected one of {', '.join(IMPLEMENTATIONS)}")
         self.cfg = cfg
-        self.dtype = dtype  # activation / matmul dtype
-        self.remat = remat  # recompute each layer in the backward pass (training memory)
+        self.dtype = dtype  # compute dtype: matmul inputs (the residual stream stays float32)
+        self.remat = remat  # recompute layers in the backward pass: False/"none", True/"full" or "save-matmuls"
+        self.attention = attention  # static: which `attend` implementation the no-cache pass uses
         self.embed_vd = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.vocab_size, cfg.hidden_size), param_dtype))
         self.layers = DecoderLayers(cfg, rngs=rngs, param_dtype=param_dtype)
         self.final_norm_d = nnx.Param(jnp.ones((cfg.hidden_size,), param_dtype))
         self.lm_head_dv = None if cfg.tie_word_embeddings else nnx.Param(
             nnx.initializers.normal(0.02)(rngs.params(), (cfg.hidden_size, cfg.vocab_size), param_dtype)
         )
+
+    def _layer_fn(self):
+        policy = {False: "none", True: "full"}.get(self.remat, self.remat)
+        if policy == "none":
+            return decoder_layer
+        # save-matmuls keeps the weight matmuls' outputs, not the attention scores (batch-dim dots).
+        saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "save-matmuls" else None
+        return jax.checkpoint(decoder_layer, static_argnums=(0, 5), policy=saveable)
+
+    def head_dv(self) -> jax.Array:
+        """The output projection [D, V] in the compute dtype (the embedding's transpose when tied)."""
+        head = self.embed_vd[...].T if self.lm_head_dv is None else self.lm_head_dv[...]
+        return head.astype(self.dtype)
+
+    def hidden_states(self, tokens_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array | None = None) -> jax.Array:
+        """Final-norm hidden states [B, T, D] of the training / scoring pass (causal within segments)."""
+        cfg = self.cfg
+        if segment_ids_bt is None:
+            segment_ids_bt = jnp.ones_like(tokens_bt)
+        # Rows stay split over the data-parallel devices between layers (a no-op without a mesh).
+        x = constrain(self.embed_vd[...][tokens_bt].astype(jnp.float32), ACT_BTD)  # [B, T, D] float32 residual
+        inv_freq = jnp.asarray(rope_inv_freq(cfg))  # a compile-time constant, not a weight
+        layer, impl, dtype = self._layer_fn(), self.attention, self.dtype
+
+        def self_attention(q, k, v):
+            return attend(q, k, v, segment_ids_bt, impl=impl), None
+
+        def body(x, p):
+            x, _ = layer(cfg, layer_weights(p, dtype), x, positions_bt, inv_freq, self_attention)
+            return constrain(x, ACT_BTD), None
+
+        x, _ = jax.lax.scan(body, x, self.layers.arrays())
+        return rms_norm(x, self.final_norm_d[...], cfg.rms_norm_eps).astype(dtype)
 
     def __call__(
         self,
@@ -168,83 +231,55 @@ class CausalLM(nnx.Module):
         cache: KVCache | None = None,
         cache_index: jax.Array | int | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        cfg = self.cfg
+        if cache is None:
+            x = self.hidden_states(tokens_bt, positions_bt, segment_ids_bt)
+            return project(x, self.head_dv()), None
+
+        # Generation: a thin driver of the same layer, scanned with the cache carried.
+        cfg, dtype = self.cfg, self.dtype
         if segment_ids_bt is None:
             segment_ids_bt = jnp.ones_like(tokens_bt)
-        x = self.embed_vd[...][tokens_bt].astype(self.dtype)  # [B, T, D]
-        inv_freq = jnp.asarray(rope_inv_freq(cfg))  # a compile-time constant, not a weight
-        params = self.layers.arrays()
-        layer = _decoder_layer
-        if self.remat:
-            layer = jax.checkpoint(_decoder_layer, static_argnums=(0, 5))
+        x = self.embed_vd[...][tokens_bt].astype(jnp.float32)  # [B, T, D]
+        inv_freq = jnp.asarray(rope_inv_freq(cfg))
+        layer = self._layer_fn()
+        t = tokens_bt.shape[1]
+        s = cache.valid_bs.shape[1]
+        start = jnp.asarray(cache_index, jnp.int32)
+        valid = jax.lax.dynamic_update_slice(cache.valid_bs, segment_ids_bt != 0, (0, start))
+        query_slot = start + jnp.arange(t)
+        mask = (jnp.arange(s)[None, :] <= query_slot[:, None])[None] & valid[:, None, :]  # [B, T, S]
 
-        if cache is None:
-            # Causal within each packed segment; padding (segment 0) attends nowhere useful.
-            t = tokens_bt.shape[1]
-            causal = jnp.tril(jnp.ones((t, t), bool))
-            same = segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :]
-            mask = causal[None] & same & (segment_ids_bt[:, None, :] != 0)
+        def body(carry, xs):
+            x, k_all, v_all = carry
+            p, li = xs
 
-            def self_kv(k, v):
-                return k, v, mask, None
+            def cached_attention(q, k, v):
+                k_l = jax.lax.dynamic_update_slice(k_all[li], k.astype(k_all.dtype), (0, start, 0, 0))
+                v_l = jax.lax.dynamic_update_slice(v_all[li], v.astype(v_all.dtype), (0, start, 0, 0))
+                return masked_attention(q, k_l.astype(q.dtype), v_l.astype(q.dtype), mask), (k, v)
 
-            def body(x, p):
-                x, _ = layer(cfg, p, x, positions_bt, inv_freq, self_kv)
-                return x, None
+            x, (k, v) = layer(cfg, layer_weights(p, dtype), x, positions_bt, inv_freq, cached_attention)
+            # Write only the new slots back; XLA updates the carried cache in place.
+            k_all = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (li, 0, start, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (li, 0, start, 0, 0))
+            return (x, k_all, v_all), None
 
-            x, _ = jax.lax.scan(body, x, params)
-            new_cache = None
-        else:
-            t = tokens_bt.shape[1]
-            s = cache.valid_bs.shape[1]
-            start = jnp.asarray(cache_index, jnp.int32)
-            valid = jax.lax.dynamic_update_slice(cache.valid_bs, segment_ids_bt != 0, (0, start))
-            query_slot = start + jnp.arange(t)
-            mask = (jnp.arange(s)[None, :] <= query_slot[:, None])[None] & valid[:, None, :]  # [B, T, S]
-
-            def body(carry, xs):
-                x, k_all, v_all = carry
-                p, li = xs
-
-                def cached_kv(k, v):
-                    k_l = jax.lax.dynamic_update_slice(k_all[li], k.astype(k_all.dtype), (0, start, 0, 0))
-                    v_l = jax.lax.dynamic_update_slice(v_all[li], v.astype(v_all.dtype), (0, start, 0, 0))
-                    return k_l.astype(x.dtype), v_l.astype(x.dtype), mask, (k, v)
-
-                x, (k, v) = layer(cfg, p, x, positions_bt, inv_freq, cached_kv)
-                # Write only the new slots back; XLA updates the carried cache in place.
-                k_all = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (li, 0, start, 0, 0))
-                v_all = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (li, 0, start, 0, 0))
-                return (x, k_all, v_all), None
-
-            layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-            (x, k_all, v_all), _ = jax.lax.scan(body, (x, cache.k_lbske, cache.v_lbske), (params, layer_ids))
-            new_cache = KVCache(k_all, v_all, valid)
-
+        layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+        (x, k_all, v_all), _ = jax.lax.scan(body, (x, cache.k_lbske, cache.v_lbske), (self.layers.arrays(), layer_ids))
         x = rms_norm(x, self.final_norm_d[...], cfg.rms_norm_eps)
-        head = self.embed_vd[...].T if self.lm_head_dv is None else self.lm_head_dv[...]
-        logits = jnp.einsum("btd,dv->btv", x, head.astype(self.dtype), preferred_element_type=jnp.float32)
-        return logits, new_cache
+        return project(x, self.head_dv()), KVCache(k_all, v_all, valid)
 
 
-def init_model(cfg: ModelConfig, *, seed: int = 0, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False) -> CausalLM:
-    return CausalLM(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype, remat=remat)
+def init_model(
+    cfg: ModelConfig, *, seed: int = 0, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool | str = False, attention: str = "dense",
+) -> CausalLM:
+    return CausalLM(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
 
 
-def abstract_model(cfg: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False) -> CausalLM:
+def abstract_model(
+    cfg: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool | str = False, attention: str = "dense",
+) -> CausalLM:
     """A model whose arrays are shape/dtype placeholders, for loading weights into without initialising."""
-    return nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, remat=remat))
-
-
-def positions_from_segments(segment_ids_bt: np.ndarray) -> np.ndarray:
-    """Positions restarting at 0 for each segment (0 on padding)."""
-    seg = np.asarray(segment_ids_bt)
-    pos = np.zeros_like(seg, dtype=np.int32)
-    for b in range(seg.shape[0]):
-        run = 0
-        for t in range(seg.shape[1]):
-            if t > 0 and seg[b, t] != seg[b, t - 1]:
-                run = 0
-            pos[b, t] = run if seg[b, t] != 0 else 0
-            run += 1
-    return pos
+    return nnx.eval_shape(
+        lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
+    )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
+import ditto_native
 from ditto_jax.chat_template import ChatTemplate
 from ditto_native import DittoError
 
@@ -50,8 +51,34 @@ class TokenizerBundle:
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **template_vars)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True, **template_vars) -> list[int]:
-        # Like transformers' apply_chat_template(tokenize=True): the template writes any bos itself.
-        return self.encode(self.render(messages, add_generation_prompt=add_generation_prompt, **template_vars))
+        """Token ids of a conversation ({role, content} dicts), for inference.
+
+        The same injection-safe Rust encoder as `ditto-data tokenize`
+        (`ditto_native.PromptEncoder`): special-token text inside a message
+        (a literal `<|im_end|>`) is encoded as plain text, so it cannot close
+        a turn; a system message the template would drop is folded into the
+        first user message, as for training. Otherwise the ids equal
+        transformers' `apply_chat_template(tokenize=True)` (the template
+        writes any bos itself).
+        """
+        return self.prompt_encoder(**template_vars).encode(
+            [{"role": m["role"], "content": m["content"]} for m in messages], add_generation_prompt
+        )
+
+    def prompt_encoder(self, **template_vars):
+        """The Rust prompt encoder for these template variables (built once per set, ~0.1 s)."""
+        if self.chat_template is None:
+            raise DittoError(f"tokenizer {self.name}: no chat template")
+        key = json.dumps(template_vars, sort_keys=True, default=str)
+        cache = self.__dict__.setdefault("_prompt_encoders", {})  # frozen dataclass: a private, lazily filled cache
+        encoder = cache.get(key)
+        if encoder is None:
+            template = self.chat_template
+            encoder = ditto_native.PromptEncoder(
+                self.tokenizer.to_str(), template.source, template.bos_token, template.eos_token, template_vars or None
+            )
+            cache[key] = encoder
+        return encoder
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -243,6 +270,106 @@ def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBund
     name = _QUANT_SUFFIX.sub("", Path(path).stem)
     bos, eos, pad = token("bos_token_id"), token("eos_token_id"), token("padding_token_id")
     source = field(reader, "tokenizer.chat_template")
-    # Built here rather than by ChatTemplate.from_gguf, which would parse the file a second time.
     template = None if source is None else ChatTemplate(source, bos_token=bos, eos_token=eos)
     return _bundle(tokenizer, template, bos, eos, pad, [], name, path)
+
+
+def end_of_turn_id(bundle: TokenizerBundle) -> int | None:
+    """The special token the chat template closes an assistant turn with (`<|im_end|>`,
+    `<|eot_id|>`, `</s>`), found by rendering one reply; None without a template."""
+    if bundle.chat_template is None:
+        return None
+    marker = "Ditto end-of-turn probe"
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
+    try:
+        text = bundle.render(messages, add_generation_prompt=False)
+    except DittoError:
+        return None
+    if marker not in text:
+        return None
+    specials = {i for i, t in bundle.tokenizer.get_added_tokens_decoder().items() if t.special}
+    return next((i for i in bundle.encode(text.rsplit(marker, 1)[1]) if i in specials), None)
+
+
+# ---- GGUF, the other way: a bundle as tokenizer.ggml.* metadata ---------------------------------
+
+# llama.cpp token types (llama_token_type) written for export
+_NORMAL, _UNUSED = 1, 5
+
+
+@dataclasses.dataclass(frozen=True)
+class GGUFVocab:
+    """What a GGUF file's tokenizer.* keys hold for a byte-level BPE tokenizer."""
+
+    pre: str  # llama.cpp's pre-tokenizer name
+    tokens: list[str]  # one per id, padded to the model's vocab_size
+    token_types: list[int]
+    merges: list[str]  # "left right"
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int | None
+    eot_id: int | None
+    chat_template: str | None
+
+
+def gguf_vocab(bundle: TokenizerBundle, vocab_size: int) -> GGUFVocab:
+    """The bundle's tokenizer as GGUF metadata, so that `tokenizer_from_gguf` rebuilds it.
+
+    Only byte-level BPE ("gpt2" in llama.cpp) with a pre-tokenizer llama.cpp names is
+    expressible; anything else is refused in one line.
+    """
+    spec = json.loads(bundle.tokenizer.to_str())
+    where = f"tokenizer {bundle.name}"
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE":
+        raise DittoError(f"{where}: GGUF export needs a byte-level BPE tokenizer, not {model.get('type')!r}")
+    if spec.get("normalizer") is not None:
+        raise DittoError(f"{where}: GGUF cannot express its normalizer ({spec['normalizer'].get('type')})")
+    if model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix") or model.get("dropout"):
+        raise DittoError(f"{where}: SentencePiece-style BPE (byte_fallback, subword prefix/suffix or dropout) is not supported for GGUF export; only byte-level BPE is")
+    pre = _gguf_pre_name(spec.get("pre_tokenizer"), where)
+
+    vocab = bundle.tokenizer.get_vocab(with_added_tokens=True)
+    size = max(vocab.values()) + 1
+    if size > vocab_size:
+        raise DittoError(f"{where}: {size} tokens do not fit the model's vocab_size {vocab_size}")
+    tokens: list[str | None] = [None] * vocab_size
+    for token, i in vocab.items():
+        tokens[i] = token
+    types = [_NORMAL if t is not None else _UNUSED for t in tokens]
+    for i, added in bundle.tokenizer.get_added_tokens_decoder().items():
+        types[i] = _CONTROL if added.special else _USER_DEFINED
+    # llama.cpp's converter names the rows no token uses [PAD<id>]; they are never produced.
+    tokens = [t if t is not None else f"[PAD{i}]" for i, t in enumerate(tokens)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+
+    def token_id(token: str | None) -> int | None:
+        return None if token is None else bundle.tokenizer.token_to_id(token)
+
+    template = bundle.chat_template
+    return GGUFVocab(
+        pre=pre, tokens=tokens, token_types=types, merges=merges,
+        bos_id=token_id(bundle.bos_token), eos_id=token_id(bundle.eos_token), pad_id=bundle.pad_token_id,
+        eot_id=end_of_turn_id(bundle), chat_template=None if template is None else template.source,
+    )
+
+
+def _gguf_pre_name(pre: dict | None, where: str) -> str:
+    """llama.cpp's name for a byte-level pre-tokenizer, read back by `tokenizer_from_gguf`."""
+    if pre and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space"):
+        return "gpt-2"  # GPT-2's own split, which ByteLevel applies by itself
+    parts = pre.get("pretokenizers", []) if pre and pre.get("type") == "Sequence" else []
+    if len(parts) == 2 and parts[1].get("type") == "ByteLevel" and not parts[1].get("add_prefix_space"):
+        first = parts[0]
+        regex = (first.get("pattern") or {}).get("Regex")
+        if first.get("type") == "Split" and not parts[1].get("use_regex", True) and first.get("behavior") == "Isolated" and not first.get("invert"):
+            for name in _GGUF_PRE_NAMES:
+                if GGUF_PRE_SPLITS[name] == regex:
+                    return name
+        if first.get("type") == "Digits" and first.get("individual_digits") and parts[1].get("use_regex", True):
+            return "smollm"  # SmolLM's digit-by-digit split (llama.cpp knows it by this name)
+    raise DittoError(f"{where}: GGUF cannot name its pre-tokenizer ({json.dumps(pre)[:120]})")
+
+
+# The canonical name written for each split regex (the first name llama.cpp gave it).
+_GGUF_PRE_NAMES = ("llama-bpe", "qwen2")

@@ -9,7 +9,7 @@ import pytest
 
 from ditto_native import DittoError
 
-from data_tools.build import STAGES, format_summary, run_build
+from data_tools.build import STAGES, default_config_path, format_summary, language_summary, run_build
 
 DIALOGUE_COLUMNS = {
     "session_id", "character_id", "lang", "system", "messages", "turn_types", "rejection_labels",
@@ -35,6 +35,7 @@ out_dir = "{tmp / 'out'}"
 sample = true
 languages = ["en"]
 per_category = 1
+profile_chars = 400
 
 [simulate]
 model = "smollm2"
@@ -45,7 +46,6 @@ concurrency = 4
 seed = 0
 max_query_tokens = 96
 max_answer_tokens = 24
-profile_chars = 400
 no_progress = true
 
 [clean]
@@ -114,6 +114,63 @@ def test_first_run_produces_every_contract(built):
     summary = format_summary(first)
     for stage in STAGES:
         assert stage in summary
+
+
+def test_language_summary(built):
+    tmp, _, _ = built
+    out = tmp / "out"
+    text = language_summary(out)
+    header, *rows = text.splitlines()
+    for column in ("sessions", "turns", "paired", "evidence verified", "trimmed", "dropped turns by reason"):
+        assert column in header
+    [en] = rows
+    clean = pl.read_parquet(out / "clean.parquet")
+    report = json.loads((out / "dialogues.report.json").read_text())["by_lang"]["en"]
+    fields = en.split()
+    assert fields[0] == "en" and int(fields[1]) == clean.height
+    assert int(fields[2]) == int(clean["messages"].list.len().sum()) // 2
+    assert f"({report['evidence_verified']}/{report['evidence_checked']})" in en
+
+
+def _toml(config: dict) -> str:
+    """The few TOML shapes a build config uses: strings, numbers, booleans, lists, inline tables."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        return str(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    for section, table in config.items():
+        if isinstance(table, dict):
+            lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_shipped_default_yields_english_and_chinese(tmp_path):
+    """The shipped default build (smaller: 2 characters per language, 2 turns) cleans sessions in both languages."""
+    import tomllib
+
+    shipped_path = default_config_path()
+    config = tomllib.loads(shipped_path.read_text())
+    config["out_dir"] = str(tmp_path / "out")
+    for model_stage in ("train", "export", "eval"):  # the whole loop is tests/test_loop.py's
+        config.pop(model_stage, None)
+    config["simulate"].update(limit=2, turns=2, no_progress=True)
+    config["clean"]["config"] = str(shipped_path.parent / config["clean"]["config"])
+    path = tmp_path / "ditto.toml"
+    path.write_text(_toml(config))
+    run_build(path, log=lambda *a, **k: None)
+    dialogues = pl.read_parquet(tmp_path / "out" / "dialogues.parquet")
+    assert dialogues.group_by("lang").len().sort("lang").rows() == [("en", 2), ("zh", 2)]
+    clean = pl.read_parquet(tmp_path / "out" / "clean.parquet")
+    assert set(clean["lang"]) == {"en", "zh"}
+    assert "length" not in clean["finish_reasons"].explode().to_list()  # cut answers are trimmed or dropped
 
 
 def test_second_run_skips_everything(built):

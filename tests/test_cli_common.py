@@ -37,9 +37,9 @@ def run(args):
 def test_common_flags_before_or_after_subcommand(tmp_path, monkeypatch, capsys):
     mod = _fake_module(tmp_path, monkeypatch, _BODY)
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    assert cli_common.run_main("prog", "d", [mod], ["go", "--verbose"]) == 0
+    assert cli_common.run_main("prog", "d", {"go": (mod, "")}, ["go", "--verbose"]) == 0
     assert capsys.readouterr().out.strip() == "verbose progress"
-    assert cli_common.run_main("prog", "d", [mod], ["--verbose", "go", "--no-progress"]) == 0
+    assert cli_common.run_main("prog", "d", {"go": (mod, "")}, ["--verbose", "go", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == "verbose noprogress"
 
 
@@ -50,7 +50,7 @@ def test_common_flags_before_or_after_subcommand(tmp_path, monkeypatch, capsys):
 ])
 def test_errors_are_one_line(tmp_path, monkeypatch, capsys, what, expected):
     mod = _fake_module(tmp_path, monkeypatch, _BODY)
-    assert cli_common.run_main("prog", "d", [mod], ["go", "--what", what]) == 2
+    assert cli_common.run_main("prog", "d", {"go": (mod, "")}, ["go", "--what", what]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [expected]
 
@@ -64,6 +64,6 @@ def test_one_line_formats():
 def test_subcommand_keeps_its_own_flag(tmp_path, monkeypatch):
     body = _BODY.replace('p.add_argument("--what", default="ok")', 'p.add_argument("--what", default="ok")\n    p.add_argument("--no-progress", action="store_true", help="own")')
     mod = _fake_module(tmp_path, monkeypatch, body)
-    parser = cli_common.build_parser("prog", "d", [mod])
+    parser = cli_common.build_parser("prog", "d", {"go": (mod, "")})
     assert isinstance(parser, argparse.ArgumentParser)
     assert parser.parse_args(["go", "--no-progress"]).no_progress is True

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from ditto_jax.generation import GenerationRequest
 
-CLI = str(Path(sys.executable).parent / "ditto-jax")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(args, stdin=None, timeout=600):
-    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+    # `-m` from the repository root: the tree under test, whatever the console script points at.
+    return subprocess.run([sys.executable, "-m", "ditto_jax.cli", *args], input=stdin, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def test_generate_prints_only_the_reply(smollm2_engine):

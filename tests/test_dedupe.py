@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-from ditto_native import DittoError, exact_duplicates, near_duplicates
+from ditto_native import DittoError, duplicates, exact_duplicates, near_duplicates
 
 from data_tools.cleaning.synthetic import near_duplicate_corpus, pair_scores
 
@@ -97,3 +97,26 @@ def test_wrong_arrow_types_raise_project_error():
         exact_duplicates(pa.array([1, 2]))
     with pytest.raises(DittoError, match="groups has 1 entries but texts has 2"):
         exact_duplicates(pa.array(["a", "b"]), pa.array([1]))
+
+
+def test_reordered_chinese_sentences_keep_their_jaccard():
+    # Character n-grams stop at sentence ends, so reordering whole sentences
+    # leaves the shingle set as it was: Jaccard 1, as for English word order.
+    zh = ["苹果从树上落下来。", "我写下了万有引力定律。", "光在棱镜中分成七色！", "月亮牵引着潮汐。"]
+    texts = ["".join(zh), "".join(zh[2:] + zh[:2]), "".join(reversed(zh))]
+    rep, partner, jac = near_duplicates(pa.array(texts), threshold=0.9, **LSH)
+    assert rep.to_pylist() == [0, 0, 0]
+    assert jac.to_pylist() == [1.0, 1.0, 1.0]
+
+
+def test_both_passes_in_one_call_match_the_separate_calls(corpus):
+    texts, _ = corpus
+    arr = pa.array(texts[:1500] + texts[:200])  # 200 exact repeats at the end
+    groups = pa.array([i % 3 for i in range(1700)])
+    first, near = duplicates(arr, groups, exact=True, threshold=0.5, **LSH)
+    assert first.equals(exact_duplicates(arr, groups))
+    keep = [i for i, f in enumerate(first.to_pylist()) if f == i]
+    assert len(keep) <= 1500
+    sub = near_duplicates(pa.array([texts[i] for i in keep]), pa.array([i % 3 for i in keep]), threshold=0.5, **LSH)
+    assert all(a.equals(b) for a, b in zip(near, sub))
+    assert duplicates(arr, exact=False, threshold=None, **LSH) == (None, None)

@@ -209,3 +209,96 @@ def test_n_samples_are_seeded_and_distinct(tiny_engine):
     assert len({c.token_ids for c in second}) == 3
     unseeded = tiny_engine.generate([_ask("Go.", max_new_tokens=8, temperature=1.0, n=2)])
     assert unseeded[0].token_ids != unseeded[1].token_ids
+
+
+# ---- continuous batching -----------------------------------------------------------------------
+
+
+def _drive(engine, tickets, *, submit_after=None, limit=2000):
+    """Step the engine until every ticket is done; `submit_after = (steps, thunk)` submits more mid-run.
+
+    Returns the decode-step count at which each ticket (in submission order) finished.
+    """
+    tickets = list(tickets)
+    finished_at: dict[int, int] = {}
+    start = engine.decode_steps
+    for _ in range(limit):
+        if submit_after and engine.decode_steps - start == submit_after[0]:
+            tickets.append(submit_after[1]())
+            submit_after = None
+        if all(t.done for t in tickets) and submit_after is None:
+            break
+        engine.step()
+        for i, t in enumerate(tickets):
+            if t.done and i not in finished_at:
+                finished_at[i] = engine.decode_steps - start
+    return tickets, [finished_at[i] for i in range(len(tickets))]
+
+
+def test_a_later_short_request_overtakes_a_long_one(tiny_engine):
+    long = _ask("Tell me a long story.", max_new_tokens=60, min_new_tokens=60, temperature=0)
+    short = _ask("Hi", max_new_tokens=4, min_new_tokens=4, temperature=0)
+    solo = tiny_engine.generate([short])[0]
+    tickets, finished = _drive(tiny_engine, [tiny_engine.submit(long)], submit_after=(10, lambda: tiny_engine.submit(short)))
+    (long_done,), (short_done,) = tickets[0].wait(0), tickets[1].wait(0)
+    assert finished[1] < finished[0]  # submitted at step 10, done by ~step 14; the long one runs to step 60
+    assert finished[1] <= 10 + 4 + 1 and finished[0] == 60  # it joined the running batch, which never waited for it
+    assert short_done.token_ids == solo.token_ids and long_done.completion_tokens == 60
+    assert tiny_engine.counts()["running"] == 0  # every row freed
+
+
+def test_static_admission_waits_for_the_batch(smollm2):
+    _, bundle = smollm2
+    model = init_model(tiny_config(vocab_size=bundle.tokenizer.get_vocab_size(), max_position_embeddings=1024), seed=3)
+    engine = Engine(model, bundle, max_batch=4, admission="static")
+    long = _ask("Tell me a long story.", max_new_tokens=30, min_new_tokens=30, temperature=0)
+    short = _ask("Hi", max_new_tokens=4, min_new_tokens=4, temperature=0)
+    _, finished = _drive(engine, [engine.submit(long)], submit_after=(5, lambda: engine.submit(short)))
+    assert finished == [30, 34]
+
+
+def test_freed_rows_are_reused_and_rows_match_solo(tiny_engine):
+    """More requests than rows (max_batch 4): each waits for a free row and still equals its solo run."""
+    # Greedy, or sampling among a few tokens: a random model's near-flat distribution over the whole
+    # vocabulary would let float rounding of a different batch shape move an inverse-CDF draw.
+    requests = [_ask(f"Question number {i}?", max_new_tokens=3 + 5 * (i % 3), temperature=0.8 * (i % 2), top_k=20, seed=i) for i in range(9)]
+    together = tiny_engine.generate(requests)
+    alone = [tiny_engine.generate([r])[0] for r in requests]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+
+
+def test_streamed_pieces_join_to_the_reply(tiny_engine):
+    """The listener's pieces are the final text, cut before a stop string and never mid-character."""
+    full = tiny_engine.generate([_ask("Go on.", max_new_tokens=40, temperature=1.0, seed=7)])[0]
+    stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 2]
+    for request in (_ask("Go on.", max_new_tokens=40, temperature=1.0, seed=7), _ask("Go on.", max_new_tokens=40, temperature=1.0, seed=7, stop=[stop])):
+        pieces, finals = [], []
+        ticket = tiny_engine.submit(request, lambda i, text, done: (pieces.append(text), finals.append(done)))
+        _drive(tiny_engine, [ticket])
+        completion = ticket.wait(0)[0]
+        assert "".join(pieces) == completion.text
+        assert all("\ufffd" not in p for p in pieces[:-1])
+        assert [f is not None for f in finals] == [False] * (len(finals) - 1) + [True]
+    assert completion.finish_reason == "stop" and stop not in completion.text
+
+
+def test_cancelled_request_frees_its_row(tiny_engine):
+    ticket = tiny_engine.submit(_ask("Talk.", max_new_tokens=200, min_new_tokens=200, temperature=0))
+    for _ in range(3):
+        tiny_engine.step()
+    assert tiny_engine.counts()["running"] == 1
+    ticket.cancel()
+    tiny_engine.step()
+    assert tiny_engine.counts()["running"] == 0 and ticket.done
+    with pytest.raises(DittoError, match="cancelled"):
+        ticket.wait(0)
+
+
+def test_constrained_and_free_rows_share_a_running_batch(tiny_engine):
+    """A grammar-constrained request joins mid-run: its output is one of the choices, the free row is unchanged."""
+    free = _ask("Ramble.", max_new_tokens=30, min_new_tokens=30, temperature=0)
+    picked = _ask("Pick.", choices=["alpha", "beta gamma"], temperature=1.0, seed=3)
+    solo_free = tiny_engine.generate([free])[0]
+    tickets, _ = _drive(tiny_engine, [tiny_engine.submit(free)], submit_after=(5, lambda: tiny_engine.submit(picked)))
+    assert tickets[0].wait(0)[0].token_ids == solo_free.token_ids
+    assert tickets[1].wait(0)[0].text in ("alpha", "beta gamma")

@@ -19,6 +19,7 @@ import pytest
 from data_tools.llm.cache import CallCache
 from data_tools.llm.jax_backend import JaxBackend
 from data_tools.llm.runner import KILL_AFTER_CALLS_ENV, CallRunner
+from data_tools.simulation.evidence import Material
 from data_tools.simulation.pipeline import SimulationConfig, simulate
 from data_tools.simulation.prompts import PromptTemplates
 from data_tools.simulation.roles import roles_from_table
@@ -29,8 +30,8 @@ from simulate_characters import characters_frame, write_characters
 
 SEED = 7
 TURNS = 2
-SMALL = dict(turns=TURNS, questions_per_pair=1, seed=SEED, max_query_tokens=96, max_answer_tokens=32)
-CLI_SMALL = ["--turns", str(TURNS), "--questions-per-pair", "1", "--seed", str(SEED), "--max-query-tokens", "96",
+SMALL = dict(turns=TURNS, questions_per_pair=1, seed=SEED, max_query_tokens=160, max_answer_tokens=32)
+CLI_SMALL = ["--turns", str(TURNS), "--questions-per-pair", "1", "--seed", str(SEED), "--max-query-tokens", "160",
              "--max-answer-tokens", "32", "--no-progress"]
 
 
@@ -46,18 +47,21 @@ def check_contract(frame: pl.DataFrame, table: pl.DataFrame, *, turns: int, seed
         messages = row["messages"]
         assert [m["role"] for m in messages] == ["user", "assistant"] * turns
         assert all(m["content"].strip() for m in messages[::2])  # questions are never empty
-        for column in ("turn_types", "rejection_labels", "question_sources", "evidence", "finish_reasons"):
+        for column in ("turn_types", "rejection_labels", "question_sources", "evidence", "finish_reasons", "pairings"):
             assert len(row[column]) == turns, column
         assert abs(row["turn_types"].count("role_specific") - row["turn_types"].count("contrastive")) <= turns % 2 + 1
-        for kind, label, source, evidence in zip(row["turn_types"], row["rejection_labels"], row["question_sources"], row["evidence"]):
+        material = Material(role.profile, role.facts)
+        for kind, label, source, evidence, how in zip(
+            row["turn_types"], row["rejection_labels"], row["question_sources"], row["evidence"], row["pairings"]
+        ):
             assert kind in ("role_specific", "contrastive")
             if kind == "role_specific":
-                assert (label, source) == (0, role.character_id)
-                assert evidence  # the schema asks for at least one supporting fact
+                assert (label, source, how) == (0, role.character_id, None)
+                assert all(material.verifies(e) for e in evidence)  # only verified evidence is kept
             else:
                 assert label == 1 and source != role.character_id and source in {cid for cid, _ in roles}
-                assert evidence == []
-        assert set(row["finish_reasons"]) <= {"stop", "length"}
+                assert evidence == [] and how in ("paired", "fallback")
+        assert set(row["finish_reasons"]) <= {"stop", "length", "length_trimmed"}
         assert (row["simulator"], row["seed"]) == (simulator, seed)
 
 

@@ -72,6 +72,9 @@ def test_writes_the_shard_contract_and_manifest_counts_match(corpus, tmp_path):
         assert m["packing_efficiency"] == pytest.approx(real / seg.size)
         kept += n_segments
     assert kept == len(sessions) == manifest["sessions_in"]
+    want_languages = {lang: sum(s["lang"] == lang for s in sessions) for lang in {s["lang"] for s in sessions}}
+    assert manifest["languages"] == want_languages and sum(want_languages.values()) == manifest["sessions_in"]
+    assert list(manifest["languages"]) == sorted(want_languages, key=lambda lang: -want_languages[lang])  # most first
     # The held-out split is the sessions whose id hashes below the fraction.
     want_heldout = sum(
         int.from_bytes(hashlib.sha256(s["session_id"].encode()).digest()[:8], "big") < int(0.1 * 2**64) for s in sessions

@@ -5,31 +5,36 @@ claims and Wikipedia profiles, or the built-in sample; see `ditto-data character
 """
 from __future__ import annotations
 
-from .build import characters_from_dump, characters_from_sample
-from .cli import register
-from .config import DEFAULT_CLASSES, DEFAULT_PROPERTIES, CharactersConfig
-from .dump import DumpScan, format_report, remove_checkpoint, scan_dump
-from .profiles import attach_profiles, load_wikipedia, render_facts, truncate_at_sentence
-from .rank import top_per_category
-from .sample import load_sample
-from .schema import CHARACTER_SCHEMA
+import importlib
 
-__all__ = [
-    "CHARACTER_SCHEMA",
-    "DEFAULT_CLASSES",
-    "DEFAULT_PROPERTIES",
-    "CharactersConfig",
-    "DumpScan",
-    "attach_profiles",
-    "characters_from_dump",
-    "characters_from_sample",
-    "format_report",
-    "load_sample",
-    "load_wikipedia",
-    "register",
-    "remove_checkpoint",
-    "render_facts",
-    "scan_dump",
-    "top_per_category",
-    "truncate_at_sentence",
-]
+# Names load on first use (PEP 562), so that importing the CLI module of this
+# package does not import Polars and the scan.
+_EXPORTS = {
+    "characters_from_dump": ".build",
+    "characters_from_sample": ".build",
+    "register": ".cli",
+    "DEFAULT_CLASSES": ".config",
+    "DEFAULT_PROPERTIES": ".config",
+    "CharactersConfig": ".config",
+    "DumpScan": ".dump",
+    "format_report": ".dump",
+    "remove_checkpoint": ".dump",
+    "scan_dump": ".dump",
+    "attach_profiles": ".profiles",
+    "load_wikipedia": ".profiles",
+    "render_facts": ".profiles",
+    "truncate_at_sentence": ".profiles",
+    "top_per_category": ".rank",
+    "load_sample": ".sample",
+    "CHARACTER_SCHEMA": ".schema",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

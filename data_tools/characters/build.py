@@ -7,7 +7,7 @@ import polars as pl
 
 from .config import CharactersConfig
 from .dump import DumpScan, scan_dump
-from .profiles import attach_profiles, load_wikipedia, truncate_at_sentence
+from .profiles import attach_profiles, cut_at_sentence, load_wikipedia
 from .rank import top_per_category
 from .sample import load_sample
 from .schema import conform
@@ -36,5 +36,4 @@ def characters_from_dump(
 def characters_from_sample(config: CharactersConfig) -> pl.DataFrame:
     """The built-in sample for `config.languages`, ranked and cut like a dump's rows."""
     ranked = top_per_category(load_sample(config.languages), config.per_category)
-    profiles = [truncate_at_sentence(t, config.profile_chars) for t in ranked.get_column("profile")]
-    return conform(ranked.with_columns(profile=pl.Series(profiles, dtype=pl.String)))
+    return conform(ranked.with_columns(profile=cut_at_sentence(pl.col("profile"), config.profile_chars)))

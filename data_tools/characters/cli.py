@@ -8,9 +8,8 @@ from pathlib import Path
 
 from ditto_native import DittoError
 
-from .build import characters_from_dump, characters_from_sample
+# Polars, the scan and the profile code load in `run`, so `--help` stays fast.
 from .config import DEFAULT_CLASSES, CharactersConfig, parse_classes, parse_list
-from .dump import format_report, remove_checkpoint
 
 _DESCRIPTION = """\
 Build the character table (one row per character and language) from the
@@ -88,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         raise DittoError(f"--per-category must be 0 or more, got {args.per_category}")
     if args.sample and args.wikipedia:
         raise DittoError("--wikipedia goes with --wikidata, not --sample")
+    from .build import characters_from_dump, characters_from_sample
+    from .dump import format_report, remove_checkpoint
+
     config = _config(args)
     out = Path(args.out)
     if args.sample:

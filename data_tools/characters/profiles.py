@@ -1,45 +1,76 @@
 """Profiles: the Wikipedia article of a character, or its facts as text, cut
-to a character budget at a sentence end."""
+to a character budget at a sentence end. Every step is a Polars expression
+over the whole table; the profile is cut here, once, and nowhere later."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import polars as pl
 from ditto_native import DittoError
 
-# A sentence ends at . ! ? followed by a space (closing quotes and brackets
-# stay with the sentence), or at Chinese 。！？ (also ．), which need no space.
-_SENTENCE_END = re.compile(r"""[.!?]['"’”)\]]*(?=\s)|[。！？．][”’」』）)]*""")
+from data_tools.sentences import cut_at_sentence, truncate_at_sentence
+
+__all__ = ["attach_profiles", "cut_at_sentence", "facts_as_text", "load_wikipedia", "render_facts", "truncate_at_sentence"]
 
 
-def truncate_at_sentence(text: str, budget: int) -> str:
-    """`text` cut to at most `budget` characters, ending at the last sentence
-    end that fits; a text with no sentence end that fits is cut at the last
-    space in its second half, or at the budget.
+def _is_chinese() -> pl.Expr:
+    return (pl.col("lang") == "zh") | pl.col("lang").str.starts_with("zh-")
 
-    >>> truncate_at_sentence("One. Two three. Four", 17)
-    'One. Two three.'
-    >>> truncate_at_sentence("他来了。她走了。", 5)
-    '他来了。'
+
+def facts_as_text(df: pl.DataFrame, values_per_property: int = 8) -> pl.Series:
+    """Each row's facts as sentences (label, description, aliases, claims
+    grouped by property in order of first appearance, at most
+    `values_per_property` values each), for characters with no article.
+
+    `df` has label, description, aliases, claims and lang; the result has one
+    string per row, named `profile`.
     """
-    text = text.strip()
-    if len(text) <= budget:
-        return text
-    # One character past the budget, so "…end. Next" can see the space after "end.".
-    window = text[: budget + 1]
-    ends = [m.end() for m in _SENTENCE_END.finditer(window) if m.end() <= budget]
-    if ends:
-        return text[: ends[-1]].rstrip()
-    cut = text[:budget]
-    space = cut.rfind(" ")
-    if space > budget // 2:
-        cut = cut[:space]
-    return cut.rstrip()
-
-
-def _is_chinese(lang: str) -> bool:
-    return lang == "zh" or lang.startswith("zh-")
+    rows = df.select("label", "description", "aliases", "claims", "lang").with_row_index("_row")
+    zh = _is_chinese()
+    claims = (
+        rows.select("_row", zh.alias("_zh"), "claims")
+        .explode("claims")
+        .drop_nulls("claims")
+        .unnest("claims")
+        .group_by("_row", "property", maintain_order=True)
+        .agg(pl.col("_zh").first(), pl.col("value").head(values_per_property))
+        .select(
+            "_row",
+            pl.when("_zh")
+            .then(pl.format("{}：{}。", "property", pl.col("value").list.join("、")))
+            .otherwise(
+                pl.format(
+                    "{}{}: {}.",
+                    pl.col("property").str.slice(0, 1).str.to_uppercase(),
+                    pl.col("property").str.slice(1),
+                    pl.col("value").list.join(", "),
+                )
+            )
+            .alias("_sentence"),
+        )
+        .group_by("_row", maintain_order=True)
+        .agg("_sentence")
+    )
+    description = pl.col("description").fill_null("")
+    has_aliases = pl.col("aliases").list.len().fill_null(0) > 0
+    head = (
+        pl.when(zh)
+        .then(pl.when(description != "").then(pl.format("{}：{}。", "label", description)).otherwise(pl.format("{}。", "label")))
+        .otherwise(pl.when(description != "").then(pl.format("{}: {}.", "label", description)).otherwise(pl.format("{}.", "label")))
+    )
+    aliases = (
+        pl.when(~has_aliases)
+        .then(pl.lit(None, dtype=pl.String))
+        .when(zh)
+        .then(pl.format("别名：{}。", pl.col("aliases").list.join("、")))
+        .otherwise(pl.format("Also known as {}.", pl.col("aliases").list.join(", ")))
+    )
+    parts = pl.concat_list(head, aliases, pl.col("_sentence").fill_null(pl.lit([], dtype=pl.List(pl.String)))).list.drop_nulls()
+    return (
+        rows.join(claims, on="_row", how="left", maintain_order="left")
+        .select(pl.when(zh).then(parts.list.join("")).otherwise(parts.list.join(" ")).alias("profile"))
+        .to_series()
+    )
 
 
 def render_facts(
@@ -50,27 +81,18 @@ def render_facts(
     lang: str,
     values_per_property: int = 8,
 ) -> str:
-    """The facts of a row as sentences, for a character with no article.
+    """`facts_as_text` for one character.
 
     >>> render_facts("Ada", "mathematician", ["Ada King"], [{"property": "occupation", "value": "writer"}], "en")
     'Ada: mathematician. Also known as Ada King. Occupation: writer.'
     """
-    zh = _is_chinese(lang)
-    grouped: dict[str, list[str]] = {}
-    for claim in claims:
-        grouped.setdefault(claim["property"], []).append(claim["value"])
-    if zh:
-        parts = [f"{label}：{description}。" if description else f"{label}。"]
-        if aliases:
-            parts.append(f"别名：{'、'.join(aliases)}。")
-        parts += [f"{prop}：{'、'.join(values[:values_per_property])}。" for prop, values in grouped.items()]
-        return "".join(parts)
-    parts = [f"{label}: {description}." if description else f"{label}."]
-    if aliases:
-        parts.append(f"Also known as {', '.join(aliases)}.")
-    for prop, values in grouped.items():
-        parts.append(f"{prop[:1].upper()}{prop[1:]}: {', '.join(values[:values_per_property])}.")
-    return " ".join(parts)
+    from .schema import CHARACTER_SCHEMA
+
+    one = pl.DataFrame(
+        {"label": [label], "description": [description], "aliases": [aliases], "claims": [claims], "lang": [lang]},
+        schema={k: CHARACTER_SCHEMA[k] for k in ("label", "description", "aliases", "claims", "lang")},
+    )
+    return facts_as_text(one, values_per_property).item()
 
 
 def load_wikipedia(path: str | Path, titles: set[str]) -> pl.DataFrame:
@@ -126,11 +148,7 @@ def attach_profiles(
         df = df.join(wiki.rename({"text": "_article"}), left_on=left, right_on=keys, how="left", maintain_order="left")
     else:
         df = df.with_columns(_article=pl.lit(None, dtype=pl.String))
-    profiles = []
-    for row in df.select("label", "description", "aliases", "claims", "lang", "_article").iter_rows(named=True):
-        article = (row["_article"] or "").strip()
-        text = article or render_facts(
-            row["label"], row["description"], row["aliases"], row["claims"], row["lang"], values_per_property
-        )
-        profiles.append(truncate_at_sentence(text, budget))
-    return df.drop("_article").with_columns(profile=pl.Series(profiles, dtype=pl.String))
+    df = df.with_columns(_facts=facts_as_text(df, values_per_property))
+    article = pl.col("_article").str.strip_chars()
+    text = pl.when(article.str.len_chars().fill_null(0) > 0).then(article).otherwise(pl.col("_facts"))
+    return df.with_columns(profile=cut_at_sentence(text, budget)).drop("_article", "_facts")

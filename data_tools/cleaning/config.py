@@ -38,7 +38,13 @@ class CleanConfig:
     refusal_window_chars: int | None = 150  # a role-specific answer may not refuse in its opening
     min_script_ratio: float | None = 0.5  # share of words in the session language's script
     script_min_words: int = 3  # fewer words are not judged
-    truncation_reasons: tuple[str, ...] | None = ("length",)
+    truncation_reasons: tuple[str, ...] | None = ("length",)  # length_trimmed ends at a sentence: kept
+    prompt_echo: bool | None = True  # question, answer or evidence repeating the simulation prompts' scaffolding
+    echo_phrases: tuple[str, ...] = ()  # added to the phrases read from the built-in prompts (e.g. your own templates')
+    # Contrastive turns whose question was not written with this role as the
+    # partner (`pairings` = fallback) carry a label no prompt judged: drop them
+    # (as label_mismatch) while at least `min_turns` other turns remain.
+    drop_fallback_turns: bool | None = True
     # --- dedupe ---
     exact_dedupe_sessions: bool | None = True
     exact_dedupe_questions: bool | None = True  # within one character_id

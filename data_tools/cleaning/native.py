@@ -34,26 +34,30 @@ def check_turns(turns: pl.DataFrame, sessions: pl.DataFrame, cfg: CleanConfig) -
     return pl.Series("reason", reasons, dtype=pl.String), pl.Series("detail", details, dtype=pl.String)
 
 
-def exact_duplicate_of(texts: pl.Series, groups: pl.Series | None, cfg: CleanConfig) -> pl.Series:
-    """Index of the first text with the same normalised form (within group)."""
-    first = ditto_native.exact_duplicates(
-        _arrow(texts), None if groups is None else _arrow(groups), num_threads=cfg.threads
-    )
-    return pl.Series("first", first, dtype=pl.UInt32)
+def duplicates_of(
+    texts: pl.Series, groups: pl.Series | None, exact: bool, threshold: float | None, cfg: CleanConfig
+) -> tuple[pl.Series | None, tuple[pl.Series, pl.Series, pl.Series] | None]:
+    """Both dedupe passes over one column, each text normalised once in Rust.
 
-
-def near_duplicate_of(
-    texts: pl.Series, groups: pl.Series | None, threshold: float, cfg: CleanConfig
-) -> tuple[pl.Series, pl.Series, pl.Series]:
-    """(cluster representative, closest verified match, its Jaccard) per text."""
-    rep, partner, jaccard = ditto_native.near_duplicates(
+    Returns (index of the first text with the same normalised form within its
+    group, or None without `exact`; near-duplicate (cluster representative,
+    closest verified match, its Jaccard), or None without `threshold`). The
+    near pass covers only the texts that are not exact duplicates, and its
+    indices count those texts, in order.
+    """
+    first, near = ditto_native.duplicates(
         _arrow(texts),
         None if groups is None else _arrow(groups),
+        exact=exact,
         threshold=threshold,
         num_threads=cfg.threads,
         **cfg.lsh_settings(),
     )
-    return (
+    first_s = None if first is None else pl.Series("first", first, dtype=pl.UInt32)
+    if near is None:
+        return first_s, None
+    rep, partner, jaccard = near
+    return first_s, (
         pl.Series("rep", rep, dtype=pl.UInt32),
         pl.Series("partner", partner, dtype=pl.UInt32),
         pl.Series("jaccard", jaccard, dtype=pl.Float32),

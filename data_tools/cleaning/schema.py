@@ -30,6 +30,17 @@ DIALOGUES_SCHEMA: dict[str, pl.DataType] = {
 # One entry per turn in each of these (the contract's per-turn lists).
 PER_TURN_COLUMNS = ("turn_types", "rejection_labels", "question_sources", "evidence", "finish_reasons")
 
+# Per-turn columns a table may lack: absent means unknown, and nothing is dropped for it.
+OPTIONAL_PER_TURN: dict[str, pl.DataType] = {
+    "pairings": pl.List(pl.String),  # contrastive: paired | fallback; role-specific: null
+}
+PAIRINGS = ("paired", "fallback")
+
+
+def per_turn_columns(df: pl.DataFrame) -> tuple[str, ...]:
+    """The per-turn list columns `df` has: the contract's, then the optional ones present."""
+    return (*PER_TURN_COLUMNS, *(c for c in OPTIONAL_PER_TURN if c in df.columns))
+
 QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "detail": pl.String(),
@@ -64,12 +75,19 @@ def conform(df: pl.DataFrame, source: str) -> pl.DataFrame:
             raise DittoError(f"{source}: column {name!r} has type {df.schema[name]}, expected {expected}")
     casts = [pl.col("messages").list.eval(pl.struct(pl.element().struct.field("role"), pl.element().struct.field("content")))]
     casts += [pl.col(n).cast(t) for n, t in DIALOGUES_SCHEMA.items() if n != "messages"]
+    expected = dict(DIALOGUES_SCHEMA)
+    for name, dtype in OPTIONAL_PER_TURN.items():
+        if name in df.columns:
+            if not _compatible(df.schema[name], dtype):
+                raise DittoError(f"{source}: column {name!r} has type {df.schema[name]}, expected {dtype}")
+            casts.append(pl.col(name).cast(dtype))
+            expected[name] = dtype
     for expr in casts:
         name = expr.meta.output_name()
         try:
             df = df.with_columns(expr)
         except pl.exceptions.PolarsError as exc:  # e.g. a label of 300 does not fit int8
-            raise DittoError(f"{source}: column {name!r} does not fit {DIALOGUES_SCHEMA[name]}: {str(exc).splitlines()[0]}") from None
+            raise DittoError(f"{source}: column {name!r} does not fit {expected[name]}: {str(exc).splitlines()[0]}") from None
     return df
 
 
@@ -84,7 +102,7 @@ def check_rows(df: pl.DataFrame, source: str) -> None:
             row = int(bad[0])
             raise DittoError(f"{source}: row {row} (session_id {df['session_id'][row]!r}): {what}")
 
-    for col in ("session_id", "character_id", "lang", "system", "messages", *PER_TURN_COLUMNS):
+    for col in ("session_id", "character_id", "lang", "system", "messages", *per_turn_columns(df)):
         fail(df[col].is_null(), f"column {col!r} is null")
     n_msgs = df["messages"].list.len()
     fail(n_msgs % 2 != 0, "column 'messages' does not hold whole turns (odd message count)")
@@ -98,8 +116,12 @@ def check_rows(df: pl.DataFrame, source: str) -> None:
         .alias("ok")
     )["ok"]
     fail(~roles, "column 'messages' must alternate user/assistant, starting with user")
-    for col in PER_TURN_COLUMNS:
+    for col in per_turn_columns(df):
         fail(df[col].list.len() != n_msgs // 2, f"column {col!r} needs one entry per turn")
+    if "pairings" in df.columns:
+        allowed = pl.element().is_null() | pl.element().is_in(PAIRINGS)
+        bad = df.select(pl.col("pairings").list.eval(allowed).list.all().alias("ok"))["ok"]
+        fail(~bad, f"column 'pairings' holds a value other than {', '.join(PAIRINGS)} or null")
 
 
 def read_dialogues(path: str | Path) -> pl.DataFrame:

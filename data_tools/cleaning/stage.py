@@ -2,11 +2,12 @@
 
 Order of work (each step sees only what the steps before it kept):
 1. turn checks in Rust (empty, truncated, length, script, leak, identity,
-   repetition, label), first failure wins;
+   repetition, label), first failure wins; then prompt_echo (Polars);
 2. exact, then near-duplicate questions within one character_id;
-3. the turn policy: drop the failed turns while at least `min_turns` remain,
+3. fallback-paired contrastive turns, while enough other turns remain;
+4. the turn policy: drop the failed turns while at least `min_turns` remain,
    else quarantine the whole session (or always, with `drop_session`);
-4. exact, then near-duplicate sessions over the text of their kept turns.
+5. exact, then near-duplicate sessions over the text of their kept turns.
 Duplicates keep their first (lowest-row) member, so the kept copy is always
 one that passed every check. Nothing is lost: every dropped session or turn is
 a quarantine row, and conservation is checked before returning.
@@ -19,7 +20,9 @@ import polars as pl
 
 from data_tools.cleaning import native
 from data_tools.cleaning.config import CleanConfig
-from data_tools.cleaning.schema import PER_TURN_COLUMNS, QUARANTINE_COLUMNS
+from data_tools.cleaning.echo import builtin_phrases, echo_detail, normalise
+from data_tools.cleaning.reasons import LABEL_MISMATCH, PROMPT_ECHO
+from data_tools.cleaning.schema import QUARANTINE_COLUMNS, per_turn_columns
 from data_tools.cleaning.stats import CleanStats
 
 _NO_FAILURE = (pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail"))
@@ -32,7 +35,7 @@ class CleanResult:
     stats: CleanStats
 
 
-def _explode_turns(sessions: pl.DataFrame) -> pl.DataFrame:
+def _explode_turns(sessions: pl.DataFrame, per_turn: tuple[str, ...]) -> pl.DataFrame:
     """One row per turn: its user and assistant message structs, texts and
     per-turn list entries, with the session row `_sid` and turn index `_turn`."""
     with_turns = sessions.filter(pl.col("_n") > 0)
@@ -44,9 +47,9 @@ def _explode_turns(sessions: pl.DataFrame) -> pl.DataFrame:
             pl.int_ranges(0, pl.col("_n"), dtype=pl.Int32).alias("_turn"),
             pl.col("messages").list.gather_every(2, 0).alias("_q"),
             pl.col("messages").list.gather_every(2, 1).alias("_a"),
-            *PER_TURN_COLUMNS,
+            *per_turn,
         )
-        .explode(["_turn", "_q", "_a", *PER_TURN_COLUMNS])
+        .explode(["_turn", "_q", "_a", *per_turn])
         .with_columns(
             pl.col("_q").struct.field("content").fill_null("").alias("question"),
             pl.col("_a").struct.field("content").fill_null("").alias("answer"),
@@ -64,18 +67,47 @@ def _scatter(turns: pl.DataFrame, positions: pl.Series, reason: str, details: pl
     )
 
 
+def _prompt_echo(turns: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
+    """Marks passing turns whose question, answer or evidence repeats prompt scaffolding."""
+    if not cfg.prompt_echo:
+        return turns
+    phrases = tuple(sorted({*builtin_phrases(), *(normalise(p) for p in cfg.echo_phrases if p.strip())}))
+    ok = turns.with_row_index("_pos").filter(pl.col("reason").is_null())
+    if not ok.height:
+        return turns
+    detail = echo_detail(ok, phrases)
+    hit = detail.is_not_null()
+    return _scatter(turns, ok["_pos"].filter(hit), PROMPT_ECHO, detail.filter(hit))
+
+
+def _fallback_turns(turns: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
+    """Marks passing fallback-paired turns of sessions that keep `min_turns` other passing turns."""
+    if not cfg.drop_fallback_turns or "pairings" not in turns.columns:
+        return turns
+    ok = turns.with_row_index("_pos").filter(pl.col("reason").is_null())
+    fallback = pl.col("pairings") == "fallback"
+    others_left = (pl.len() - fallback.sum()).over("_sid")
+    drop = ok.filter(fallback & (others_left >= cfg.min_turns))
+    details = pl.Series(
+        ["fallback pairing: the question was not written with this role as the partner, so its label is unjudged"] * drop.height,
+        dtype=pl.String,
+    )
+    return _scatter(turns, drop["_pos"], LABEL_MISMATCH, details)
+
+
 def _dedupe_questions(turns: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
     """Marks repeated questions of one character among the turns still passing."""
     ok = turns.with_row_index("_pos").filter(pl.col("reason").is_null())
-    if cfg.exact_dedupe_questions and ok.height:
-        first = native.exact_duplicate_of(ok["question"], ok["_group"], cfg)
+    exact, near = cfg.exact_dedupe_questions, cfg.question_near_dup_threshold
+    first, near = native.duplicates_of(ok["question"], ok["_group"], exact, near, cfg) if ok.height else (None, None)
+    if first is not None:
         dup = first != pl.int_range(ok.height, eager=True, dtype=pl.UInt32)
         src = ok[first.filter(dup)]
         details = pl.format("question repeats session {} turn {}", src["session_id"], src["_turn"])
         turns = _scatter(turns, ok["_pos"].filter(dup), "exact_duplicate", pl.select(details).to_series())
         ok = ok.filter(~dup)
-    if cfg.question_near_dup_threshold is not None and ok.height:
-        rep, partner, jac = native.near_duplicate_of(ok["question"], ok["_group"], cfg.question_near_dup_threshold, cfg)
+    if near is not None and ok.height:
+        rep, partner, jac = near
         dup = rep != pl.int_range(ok.height, eager=True, dtype=pl.UInt32)
         src = ok[partner.filter(dup)]
         details = pl.select(
@@ -122,11 +154,12 @@ def _whole_session_drops(sessions: pl.DataFrame, turns: pl.DataFrame, cfg: Clean
 def _rebuild(sessions: pl.DataFrame, turns: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     """Sessions holding only the given turns, grouped by `key`: messages and
     every per-turn list are rebuilt together, so they stay aligned."""
-    session_cols = [c for c in sessions.columns if c not in ("messages", *PER_TURN_COLUMNS)]
+    per_turn = per_turn_columns(sessions)
+    session_cols = [c for c in sessions.columns if c not in ("messages", *per_turn)]
     extra = [pl.col(c).first() for c in ("reason", "detail") if c in turns.columns and key != ["_sid"]]
     agg = turns.group_by(key, maintain_order=True).agg(
         pl.concat_list("_q", "_a").list.explode(keep_nulls=False, empty_as_null=False).alias("messages"),
-        *[pl.col(c) for c in PER_TURN_COLUMNS],
+        *[pl.col(c) for c in per_turn],
         *extra,
     )
     return sessions.select(session_cols).join(agg, on="_sid", how="inner")
@@ -140,8 +173,9 @@ def _dedupe_sessions(rebuilt: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
         "session_id",
         pl.col("messages").list.eval(pl.element().struct.field("content")).list.join("\n").alias("_text"),
     )
-    if cfg.exact_dedupe_sessions and ok.height:
-        first = native.exact_duplicate_of(ok["_text"], None, cfg)
+    exact, near = cfg.exact_dedupe_sessions, cfg.session_near_dup_threshold
+    first, near = native.duplicates_of(ok["_text"], None, exact, near, cfg) if ok.height else (None, None)
+    if first is not None:
         dup = first != pl.int_range(ok.height, eager=True, dtype=pl.UInt32)
         src = ok[first.filter(dup)]
         found.append(
@@ -151,8 +185,8 @@ def _dedupe_sessions(rebuilt: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
             )
         )
         ok = ok.filter(~dup)
-    if cfg.session_near_dup_threshold is not None and ok.height:
-        rep, partner, jac = native.near_duplicate_of(ok["_text"], None, cfg.session_near_dup_threshold, cfg)
+    if near is not None and ok.height:
+        rep, partner, jac = near
         dup = rep != pl.int_range(ok.height, eager=True, dtype=pl.UInt32)
         src, rsrc = ok[partner.filter(dup)], ok[rep.filter(dup)]
         found.append(
@@ -194,13 +228,15 @@ def clean_dialogues(df: pl.DataFrame, cfg: CleanConfig | None = None) -> CleanRe
         (pl.col("messages").list.len() // 2).cast(pl.Int32).alias("_n"),
         pl.col("character_id").rank("dense").cast(pl.UInt32).alias("_group"),
     )
-    turns = _explode_turns(sessions)
+    turns = _explode_turns(sessions, per_turn_columns(df))
     if turns.height:
         reason, detail = native.check_turns(turns, sessions, cfg)
         turns = turns.with_columns(reason, detail)
     else:
         turns = turns.with_columns(*_NO_FAILURE)
+    turns = _prompt_echo(turns, cfg)
     turns = _dedupe_questions(turns, cfg)
+    turns = _fallback_turns(turns, cfg)
 
     whole = _whole_session_drops(sessions, turns, cfg)
     survivors = turns.filter(~pl.col("_sid").is_in(whole["_sid"].implode()))

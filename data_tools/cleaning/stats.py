@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
-from ditto_native import REASON_CODES
+
+from data_tools.cleaning.reasons import REASON_CODES
 
 
 @dataclass

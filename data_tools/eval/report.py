@@ -9,7 +9,9 @@ Inputs are recognised by content, each kind by its own section:
 - WikiRoleEval results (`ditto-eval run`): All / each language x every
   metric in `metrics`, per model, with the difference against the first
   model;
-- MT-Bench results (`ditto-eval mtbench`): the mean score per model.
+- MT-Bench results (`ditto-eval mtbench`): the mean score per model;
+- blind human votes (`ditto-jax serve --ui --votes`): win rate per model
+  pair and Bradley–Terry scores (see `votes`).
 Each value carries a 95% percentile-bootstrap interval over sessions (or
 questions); see `bootstrap` for the exact, reproducible procedure. A new
 kind of input (human votes, say) is one more `InputKind`: a detector, a
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 from ditto_native import DittoError
 
-from data_tools.eval import bootstrap
+from data_tools.eval import bootstrap, votes
 from data_tools.eval.metrics import METRICS, ResultsFile, load_results
 from data_tools.eval.records import read_jsonl
 
@@ -297,6 +299,7 @@ class InputKind:
 INPUT_KINDS: tuple[InputKind, ...] = (
     InputKind("wikiroleeval", lambda r: "consist_scores" in r or "reject_scores" in r, load_results, RoleEvalSection.compute),
     InputKind("mtbench", lambda r: "turn_scores" in r and "question_id" in r, load_mtbench_results, MtBenchSection.compute),
+    InputKind("votes", votes.is_vote_record, votes.load_votes, votes.VoteSection.compute),
 )
 
 
@@ -341,7 +344,8 @@ def classify(path: Path) -> tuple[InputKind, list[tuple[int, dict[str, Any]]]]:
         if kind.detect(rows[0][1]):
             return kind, rows
     line = rows[0][0]
-    raise DittoError(f"{path}: line {line}: not a results file (no consist_scores from `ditto-eval run`, no turn_scores from `ditto-eval mtbench`)")
+    raise DittoError(f"{path}: line {line}: not a results file (no consist_scores from `ditto-eval run`, no turn_scores from `ditto-eval mtbench`, "
+                      "no model_a/model_b/choice from `ditto-jax serve --votes`)")
 
 
 def build_report(paths: Sequence[str | Path], *, seed: int = 0, resamples: int = bootstrap.RESAMPLES) -> Report:

@@ -1,20 +1,20 @@
-"""The in-process backend: ditto_jax's batched Engine, no HTTP in between.
+"""The in-process backend: ditto_jax's continuous-batching Engine, no HTTP in between.
 
-Requests go to `Engine.generate` in batches of `max_batch`, longest prompts
-together (fewer pad tokens), and each batch's replies are yielded as soon as
-it ends so the caller can store them. ditto_jax is imported only here, and
-only when this backend is built (data_tools never needs it otherwise).
+Up to `max_batch` requests are in the engine at once; as each one finishes,
+its reply is yielded (so the caller can store it) and the next request takes
+its place at the next decode step, so one long reply never holds up the rest.
+Prompts are encoded by the engine with the same injection-safe chat encoder as
+`ditto-data tokenize`. ditto_jax is imported only here, and only when this
+backend is built (data_tools never needs it otherwise).
 """
 from __future__ import annotations
 
-import logging
+import collections
 from collections.abc import Iterator, Sequence
 
 from ditto_native import DittoError
 
 from data_tools.llm.types import CallFailed, ChatRequest, ChatResult
-
-log = logging.getLogger(__name__)
 
 
 class JaxBackend:
@@ -39,33 +39,40 @@ class JaxBackend:
         return cls(Engine(model, bundle, max_batch=max_batch), model_ref, max_batch=max_batch)
 
     def complete(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, ChatResult | CallFailed]]:
-        # Similar lengths share a batch; the character count is a cheap stand-in for tokens.
-        order = sorted(range(len(requests)), key=lambda i: sum(len(c) for _, c in requests[i].messages))
-        for start in range(0, len(order), self.max_batch):
-            chunk = order[start : start + self.max_batch]
-            yield from zip(chunk, self._generate([requests[i] for i in chunk]))
+        waiting = collections.deque(range(len(requests)))
+        running: dict[int, object] = {}  # request index -> engine ticket
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.max_batch:
+                    i = waiting.popleft()
+                    try:
+                        running[i] = self.engine.submit(self._generation_request(requests[i]), where=f"request {i}")
+                    except DittoError as exc:  # a bad request fails alone
+                        yield i, CallFailed("invalid_request", str(exc))
+                if not running:
+                    continue
+                self.engine.step()
+                for i in [i for i, ticket in running.items() if ticket.done]:
+                    try:
+                        completion = running.pop(i).wait(0)[0]
+                    except DittoError as exc:  # the engine ended it (see Engine.fail_all)
+                        yield i, CallFailed("engine_error", str(exc))
+                        continue
+                    yield i, ChatResult(completion.text, completion.finish_reason, completion.prompt_tokens, completion.completion_tokens)
+        finally:
+            for ticket in running.values():  # the caller stopped early: free the engine's rows
+                ticket.cancel()
+            if running:
+                self.engine.step()
 
-    def _generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult | CallFailed]:
+    @staticmethod
+    def _generation_request(r: ChatRequest):
         from ditto_jax.generation import GenerationRequest
 
-        gen = [
-            GenerationRequest(
-                messages=r.message_dicts(), max_new_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
-                stop=r.stop, seed=r.seed, json_schema=r.json_schema,
-            )
-            for r in requests
-        ]
-        try:
-            completions = self.engine.generate(gen)
-        except DittoError as exc:
-            if len(gen) == 1:
-                return [CallFailed("invalid_request", str(exc))]
-            # One bad request must not sink its batch: find it by running each alone.
-            log.warning("batch failed (%s); running its %d requests one by one", exc, len(gen))
-            return [result for r in requests for result in self._generate([r])]
-        return [
-            ChatResult(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens) for c in completions
-        ]
+        return GenerationRequest(
+            messages=r.message_dicts(), max_new_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
+            stop=r.stop, seed=r.seed, json_schema=r.json_schema,
+        )
 
     def retry_counts(self) -> dict[str, int]:
         return {}  # nothing between us and the engine can fail transiently

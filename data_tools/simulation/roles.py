@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
+import ditto_native
 import polars as pl
 from ditto_native import DittoError
 
@@ -50,13 +52,17 @@ class Role:
 
     def system_message(self) -> str:
         """The SFT system message, exactly as the dialogues contract gives it."""
-        if self.lang.startswith("zh"):
-            return f"你是{self.label}，{self.description}" if self.description else f"你是{self.label}。"
-        return f"You are {self.label}, {self.description}" if self.description else f"You are {self.label}."
+        return ditto_native.system_message(self.label, self.description, self.lang)
 
 
-def roles_from_table(table: pl.DataFrame, *, source: str, profile_chars: int = 4000) -> list[Role]:
-    """One Role per row; raises DittoError naming `source` and the row or column at fault."""
+def roles_from_table(table: pl.DataFrame, *, source: str) -> list[Role]:
+    """One Role per row; raises DittoError naming `source` and the row or column at fault.
+
+    The profile is used as the characters stage wrote it (cut there, once).
+    `facts` holds only the claims the profile does not already state, so that
+    each fact appears once in a prompt; a profile rendered from the facts
+    leaves none.
+    """
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DittoError(f"{source}: missing column(s) {', '.join(missing)} (see the characters.parquet contract)")
@@ -73,26 +79,27 @@ def roles_from_table(table: pl.DataFrame, *, source: str, profile_chars: int = 4
         claims = [(str(c["property"]), str(c["value"])) for c in (row.get("claims") or []) if c and c.get("property") and c.get("value")]
         facts = tuple(f"{p}: {v}" for p, v in claims[:MAX_FACTS])
         profile = (row.get("profile") or "").strip() or "\n".join(facts)
+        folded = profile.casefold()
+        facts = tuple(f for f, (_, v) in zip(facts, claims) if v.casefold() not in folded)
         roles.append(
             Role(
                 index=i, character_id=cid, lang=lang, category=(row.get("category") or "").strip(), label=label.strip(),
-                description=(row.get("description") or "").strip(), profile=cut_text(profile, profile_chars),
+                description=(row.get("description") or "").strip(), profile=profile,
                 facts=facts, era=era_of(claims), domain=domain_of(claims),
             )
         )
     return roles
 
 
-def cut_text(text: str, limit: int) -> str:
-    """At most `limit` characters, cut at a sentence or word end when one is near."""
-    if len(text) <= limit:
-        return text
-    head = text[:limit]
-    for mark in ("\n", "。", ". ", "! ", "? ", " "):
-        cut = head.rfind(mark)
-        if cut >= limit * 0.8:
-            return head[: cut + len(mark)].rstrip()
-    return head
+def first_per_language(roles: Sequence[Role], limit: int) -> list[Role]:
+    """The first `limit` roles of each language, in table order: the same number per language."""
+    seen: Counter[str] = Counter()
+    out = []
+    for role in roles:
+        if seen[role.lang] < limit:
+            seen[role.lang] += 1
+            out.append(role)
+    return out
 
 
 def era_of(claims: Iterable[tuple[str, str]]) -> int | None:

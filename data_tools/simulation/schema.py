@@ -16,10 +16,12 @@ DIALOGUE_SCHEMA = pl.Schema(
         "rejection_labels": pl.List(pl.Int8),  # 1 = beyond the role's knowledge
         "question_sources": pl.List(pl.String),  # character_id the question was written for
         "evidence": pl.List(pl.List(pl.String)),  # supporting profile facts; empty for contrastive turns
-        "finish_reasons": pl.List(pl.String),  # stop | length | ...
+        "finish_reasons": pl.List(pl.String),  # stop | length | length_trimmed | ...
+        "pairings": pl.List(pl.String),  # contrastive: paired | fallback; role-specific: null
         "simulator": pl.String,
         "seed": pl.Int64,
     }
 )
 
 TURN_TYPES = ("role_specific", "contrastive")
+PAIRINGS = ("paired", "fallback")

@@ -1,20 +1,18 @@
-"""The inference forward pass: per-layer weights and per-layer KV buffers, layers unrolled.
+"""The engine's forward pass: the model's `decoder_layer`, unrolled over per-layer weights and KV buffers.
 
-`CausalLM.__call__` scans over stacked layer weights, which suits training. For
-decoding on XLA CPU that layout is slow: slicing a layer out of a stacked array
-inside the compiled step copies it, and a KV cache carried through the scan is
-copied whole on every layer. Measured on SmolLM2 at batch 16 (2 cores): 660 ms
-per decode step through the scan, 62 ms with the layers unrolled over separate
-buffers. So the engine holds each layer's weights as their own arrays and keeps
-one K and one V buffer per layer (donated to every step, so XLA writes the new
-slot in place).
-
-`_layer` repeats the maths of the model's `_decoder_layer` (same helpers for
-RMSNorm and RoPE) with decode-friendly layouts: head-major cache buffers, and
-matmuls that take the weights' dtype with float32 accumulation, so bf16 weights
-(`matmul_dtype`) are read as bf16: ~25% faster steps on these CPUs, where XLA's
-bf16 x bf16 -> bf16 products are slow. Tests hold it to the model: greedy output
-equals transformers', and the engine's tokens equal a full-forward reference.
+`CausalLM` scans its one layer function over stacked layer weights, which suits
+training. For decoding on XLA CPU that layout is slow: slicing a layer out of a
+stacked array inside the compiled step copies it, and a KV cache carried
+through the scan is copied whole on every layer. Measured on SmolLM2 at batch
+16 (2 cores): 660 ms per decode step through the scan, 62 ms with the layers
+unrolled over separate buffers. So the engine holds each layer's weights as
+their own arrays and keeps one K and one V buffer per layer (donated to every
+step, so XLA writes the new slots in place), and calls the same
+`decoder_layer` once per layer with an `attn_fn` that writes the head-major
+buffers and attends over them. The maths and the precision policy are the
+model's (see model.py); `matmul_dtype=bfloat16` weights make bf16 the compute
+dtype. Tests hold it to the model: greedy output equals transformers', and the
+engine's tokens equal a full-forward reference.
 
 Einsum letters as in model.py: B batch, T query length, S cache slots, D hidden,
 K kv heads, E head dim, V vocab.
@@ -26,8 +24,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from ditto_jax.attention import _MASK_VALUE
 from ditto_jax.config import ModelConfig, rope_inv_freq
-from ditto_jax.model import _MASK_VALUE, CausalLM, apply_rope, rms_norm
+from ditto_jax.model import CausalLM, decoder_layer, project, rms_norm
 
 
 class InferenceWeights(NamedTuple):
@@ -40,13 +40,25 @@ class InferenceWeights(NamedTuple):
 
 
 class KVBuffers(NamedTuple):
-    # Head-major, so the attention matmuls get their batch dims (B, K) leading: slot-major
-    # [B, S, K, E] made XLA copy-transpose every layer's whole cache on every step (~140 MB
-    # per step for SmolLM2 at batch 16, 192 slots). Keys are stored transposed, [E, S], so
-    # q.K is a plain (untransposed) product: ~5% faster decode steps than [S, E].
+    """One K and one V buffer per layer. Slot s of row b holds the key/value of that row's token at position s.
+
+    Head-major, so the attention matmuls get their batch dims (B, K) leading: slot-major
+    [B, S, K, E] made XLA copy-transpose every layer's whole cache on every step (~140 MB
+    per step for SmolLM2 at batch 16, 192 slots). Keys are stored transposed, [E, S], so
+    q.K is a plain (untransposed) product: ~5% faster decode steps than [S, E].
+
+    A row's slots past its current position hold stale data (an earlier row's, or prefill
+    padding); every query masks slots after its own position, and a row writes slot p
+    before its query at position p reads it, so stale slots are never attended.
+    """
+
     k: tuple[jax.Array, ...]  # L x [B, K, E, S]
     v: tuple[jax.Array, ...]  # L x [B, K, S, E]
-    valid_bs: jax.Array  # [B, S] bool: slot holds a real token
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, slots)."""
+        return self.v[0].shape[0], self.v[0].shape[2]
 
 
 def weights_from_model(model: CausalLM, matmul_dtype=None) -> InferenceWeights:
@@ -72,17 +84,30 @@ def empty_buffers(cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -
     b, k, e, s = batch, cfg.num_kv_heads, cfg.head_dim, slots
     keys = tuple(jnp.zeros((b, k, e, s), dtype) for _ in range(cfg.num_layers))
     values = tuple(jnp.zeros((b, k, s, e), dtype) for _ in range(cfg.num_layers))
-    return KVBuffers(keys, values, jnp.zeros((b, s), bool))
+    return KVBuffers(keys, values)
 
 
-def _project(x_btd, w_dh, bias_h=None):
-    """x @ w with the inputs in the weights' dtype and float32 accumulation (bf16 weights stay bf16 in memory)."""
-    y = jnp.einsum("btd,dh->bth", x_btd.astype(w_dh.dtype), w_dh, preferred_element_type=jnp.float32)
-    return y if bias_h is None else y + bias_h.astype(jnp.float32)
+@functools.partial(jax.jit, static_argnames=("slots",))  # no donation: the output's shape differs
+def resize_buffers(buffers: KVBuffers, rows_b: jax.Array, *, slots: int) -> KVBuffers:
+    """New buffers of [len(rows_b), slots] whose row i is old row `rows_b[i]` (its first `slots` slots, zero-padded).
+
+    Grows the batch or the cache length, or compacts live rows into a smaller batch.
+    """
+
+    def one(a, slot_axis):
+        a = a[rows_b]
+        have = a.shape[slot_axis]
+        if have >= slots:
+            return jax.lax.slice_in_dim(a, 0, slots, axis=slot_axis)
+        pad = [(0, 0)] * a.ndim
+        pad[slot_axis] = (0, slots - have)
+        return jnp.pad(a, pad)
+
+    return KVBuffers(tuple(one(k, 3) for k in buffers.k), tuple(one(v, 2) for v in buffers.v))
 
 
 def _attend(q_bthe, k_bkes, v_bkse, mask_bts, num_kv_heads: int):
-    """Grouped-query attention over the head-major cache; float32 softmax. Returns [B, T, H * E]."""
+    """Grouped-query attention over the head-major cache; float32 scores and softmax. Returns [B, T, H, E]."""
     b, t, h, e = q_bthe.shape
     g = h // num_kv_heads
     q_bkgte = q_bthe.reshape(b, t, num_kv_heads, g, e).transpose(0, 2, 3, 1, 4) * (e**-0.5)
@@ -90,74 +115,75 @@ def _attend(q_bthe, k_bkes, v_bkse, mask_bts, num_kv_heads: int):
     scores = jnp.where(mask_bts[:, None, None], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1)
     out = jnp.einsum("bkgts,bkse->bkgte", probs, v_bkse.astype(jnp.float32), preferred_element_type=jnp.float32)
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * e)  # head index k * G + g, as the model's reshape
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)  # head index k * G + g, as the model's reshape
 
 
-def _layer(cfg: ModelConfig, p: dict, x_btd, positions_bt, inv_freq, k_buf, v_buf, mask_bts, start):
-    """One pre-norm block (the model's `_decoder_layer` maths) writing its new keys/values into the buffers."""
-    b, t, _ = x_btd.shape
-    h = rms_norm(x_btd, p["attn_norm_ld"], cfg.rms_norm_eps)
-    q = _project(h, p["wq_ldh"], p.get("bq_lh")).reshape(b, t, cfg.num_heads, cfg.head_dim)
-    k = _project(h, p["wk_ldk"], p.get("bk_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    v = _project(h, p["wv_ldk"], p.get("bv_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    if cfg.qk_norm:
-        q = rms_norm(q, p["q_norm_le"], cfg.rms_norm_eps)
-        k = rms_norm(k, p["k_norm_le"], cfg.rms_norm_eps)
-    q = apply_rope(q, positions_bt, inv_freq)
-    k = apply_rope(k, positions_bt, inv_freq)
-    k_buf = jax.lax.dynamic_update_slice(k_buf, k.transpose(0, 2, 3, 1).astype(k_buf.dtype), (0, 0, 0, start))
-    v_buf = jax.lax.dynamic_update_slice(v_buf, v.transpose(0, 2, 1, 3).astype(v_buf.dtype), (0, 0, start, 0))
-    x_btd = x_btd + _project(_attend(q, k_buf, v_buf, mask_bts, cfg.num_kv_heads), p["wo_lhd"])
-    h = rms_norm(x_btd, p["mlp_norm_ld"], cfg.rms_norm_eps)
-    gated = jax.nn.silu(_project(h, p["w_gate_ldf"])) * _project(h, p["w_up_ldf"])
-    return x_btd + _project(gated, p["w_down_lfd"]), k_buf, v_buf
+def _layers(cfg, weights: InferenceWeights, buffers: KVBuffers, tokens_bt, positions_bt, mask_bts, write):
+    """Embed, then `decoder_layer` per layer over its own buffers; the final hidden states [B, T, D] and new buffers.
 
-
-def forward(
-    cfg: ModelConfig,
-    weights: InferenceWeights,
-    buffers: KVBuffers,
-    tokens_bt: jax.Array,
-    positions_bt: jax.Array,
-    segment_ids_bt: jax.Array,
-    start: jax.Array,
-    *,
-    want_logits: bool,
-) -> tuple[jax.Array | None, KVBuffers]:
-    """Run T new tokens per row, writing their keys/values at slots [start, start + T).
-
-    The residual stream stays float32; matmuls take the weights' dtype and
-    accumulate in float32. Returns the last position's logits [B, V] (float32)
-    when `want_logits`, and the updated buffers. Each query attends to valid
-    slots up to its own.
+    `write(k_buf, v_buf, k_btke, v_btke)` stores a layer's new keys/values in its buffers.
     """
-    t = tokens_bt.shape[1]
-    s = buffers.valid_bs.shape[1]
-    valid = jax.lax.dynamic_update_slice(buffers.valid_bs, segment_ids_bt != 0, (0, start))
-    query_slot = start + jnp.arange(t)
-    mask_bts = (jnp.arange(s)[None, :] <= query_slot[:, None])[None] & valid[:, None, :]
     inv_freq = jnp.asarray(rope_inv_freq(cfg))
-    x = weights.embed_vd[tokens_bt].astype(jnp.float32)  # [B, T, D]
+    x = weights.embed_vd[tokens_bt].astype(jnp.float32)  # [B, T, D] float32 residual
     new_k, new_v = [], []
     for li, params in enumerate(weights.layers):
-        x, k_buf, v_buf = _layer(cfg, params, x, positions_bt, inv_freq, buffers.k[li], buffers.v[li], mask_bts, start)
+
+        def cached_attention(q, k, v, k_buf=buffers.k[li], v_buf=buffers.v[li]):
+            k_buf, v_buf = write(k_buf, v_buf, k.astype(k_buf.dtype), v.astype(v_buf.dtype))
+            return _attend(q, k_buf, v_buf, mask_bts, cfg.num_kv_heads), (k_buf, v_buf)
+
+        x, (k_buf, v_buf) = decoder_layer(cfg, params, x, positions_bt, inv_freq, cached_attention)
         new_k.append(k_buf)
         new_v.append(v_buf)
-    out = KVBuffers(tuple(new_k), tuple(new_v), valid)
-    if not want_logits:
-        return None, out
-    logits = _project(rms_norm(x[:, -1:], weights.final_norm_d, cfg.rms_norm_eps), weights.lm_head_dv)
-    return logits[:, 0], out
+    return x, KVBuffers(tuple(new_k), tuple(new_v))
+
+
+def decode_logits(cfg, weights: InferenceWeights, buffers: KVBuffers, tokens_b, positions_b):
+    """Feed one token per row at its own position (= its slot); next-token logits [B, V] (float32) and new buffers.
+
+    The residual stream stays float32; matmuls take the weights' dtype and
+    accumulate in float32.
+    """
+    b = tokens_b.shape[0]
+    s = buffers.shape[1]
+    rows = jnp.arange(b)
+    mask_bts = (jnp.arange(s)[None, :] <= positions_b[:, None])[:, None, :]  # [B, 1, S]
+
+    def write(k_buf, v_buf, k_btke, v_btke):
+        # One scatter per buffer; with the buffers donated XLA updates them in place.
+        k_buf = k_buf.at[rows, :, :, positions_b].set(k_btke[:, 0])  # [B, K, E] at each row's slot
+        v_buf = v_buf.at[rows, :, positions_b, :].set(v_btke[:, 0])
+        return k_buf, v_buf
+
+    x, buffers = _layers(cfg, weights, buffers, tokens_b[:, None], positions_b[:, None], mask_bts, write)
+    logits = project(rms_norm(x, weights.final_norm_d, cfg.rms_norm_eps), weights.lm_head_dv)
+    return logits[:, 0], buffers
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("buffers",))
-def prefill_chunk(weights, buffers, tokens_bt, positions_bt, segment_ids_bt, start, *, cfg) -> KVBuffers:
-    """Write one chunk of (left-padded) prompt tokens into the buffers; no logits."""
-    _, buffers = forward(cfg, weights, buffers, tokens_bt, positions_bt, segment_ids_bt, start, want_logits=False)
-    return buffers
+def prefill_row(weights, buffers: KVBuffers, row, tokens_t, start, *, cfg) -> KVBuffers:
+    """Write T prompt tokens of one row at positions/slots [start, start + T); no logits.
 
+    Only that row's buffers are read and written, so the other rows of a running
+    batch are untouched. Tokens past the prompt (bucket padding) leave stale
+    slots that decoding overwrites before any query reads them.
+    """
+    t = tokens_t.shape[0]
+    s = buffers.shape[1]
+    positions = (start + jnp.arange(t, dtype=jnp.int32))[None]  # [1, T]
+    mask_bts = (jnp.arange(s)[None, :] <= positions[0][:, None])[None]  # [1, T, S]
+    one_row = KVBuffers(
+        tuple(jax.lax.dynamic_slice_in_dim(k, row, 1, axis=0) for k in buffers.k),
+        tuple(jax.lax.dynamic_slice_in_dim(v, row, 1, axis=0) for v in buffers.v),
+    )
 
-@jax.jit
-def take_rows(tree, rows_b: jax.Array):
-    """Keep the given batch rows of every array in `tree` (batch compaction)."""
-    return jax.tree.map(lambda a: a[rows_b], tree)
+    def write(k_buf, v_buf, k_btke, v_btke):
+        k_buf = jax.lax.dynamic_update_slice(k_buf, k_btke.transpose(0, 2, 3, 1), (0, 0, 0, start))
+        v_buf = jax.lax.dynamic_update_slice(v_buf, v_btke.transpose(0, 2, 1, 3), (0, 0, start, 0))
+        return k_buf, v_buf
+
+    _, one_row = _layers(cfg, weights, one_row, tokens_t[None], positions, mask_bts, write)
+    return KVBuffers(
+        tuple(jax.lax.dynamic_update_slice_in_dim(k, r, row, axis=0) for k, r in zip(buffers.k, one_row.k)),
+        tuple(jax.lax.dynamic_update_slice_in_dim(v, r, row, axis=0) for v, r in zip(buffers.v, one_row.v)),
+    )

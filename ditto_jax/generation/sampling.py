@@ -61,14 +61,18 @@ def seed_key_data(seed: int) -> tuple[int, int]:
 
 
 def row_uniforms(rows: RowParams, step: jax.Array) -> jax.Array:
-    """One U[0, 1) per row from (seed, sample index, step) alone, so a row's draws do not depend on its batch."""
+    """One U[0, 1) per row from (seed, sample index, step) alone, so a row's draws do not depend on its batch.
 
-    def one(key_data, sample_index):
+    `step` is a scalar or one step count per row [B] (rows of a continuous batch are at different steps).
+    """
+
+    def one(key_data, sample_index, row_step):
         key = jax.random.wrap_key_data(key_data, impl="threefry2x32")
-        key = jax.random.fold_in(jax.random.fold_in(key, sample_index), step)
+        key = jax.random.fold_in(jax.random.fold_in(key, sample_index), row_step)
         return jax.random.uniform(key, (), jnp.float32)
 
-    return jax.vmap(one)(rows.key_data, rows.sample_index)
+    steps = jnp.broadcast_to(jnp.asarray(step, jnp.int32), rows.sample_index.shape)
+    return jax.vmap(one)(rows.key_data, rows.sample_index, steps)
 
 
 def _blocks(x_bv: jax.Array, fill) -> jax.Array:
@@ -178,7 +182,7 @@ def suppress_eos(logits_bv, eos_ids, min_new_b, step):
 
 
 def choose_tokens(logits_bv, rows: RowParams, step, spec: SamplingSpec, seen_bv=None, bitmask_bw=None, eos_ids=None) -> jax.Array:
-    """The next token of every row, [B] int32. `step` counts the tokens each row has generated."""
+    """The next token of every row, [B] int32. `step` counts the tokens each row has generated (scalar or [B])."""
     x = logits_bv.astype(jnp.float32)
     if spec.masked:
         x = jnp.where(unpack_bitmask(bitmask_bw, x.shape[1]), x, -jnp.inf)

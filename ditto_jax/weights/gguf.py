@@ -5,7 +5,8 @@ the same table as safetensors (`table.fill_model`), so the model stays
 HF-native and export is a plain copy.
 
 llama.cpp's converter permutes the rows of the llama q/k projections so that
-its interleaved RoPE works; `unpermute_qk` inverts that exactly. Without it the
+its interleaved RoPE works; `unpermute_qk` inverts that exactly, and
+`permute_qk` redoes it for export (ditto_jax/export/gguf_file.py). Without it the
 model still writes fluent text with HF split-half RoPE, so only a logits parity
 test against transformers catches the bug. Qwen2/Qwen3 use NEOX (split-half)
 RoPE in llama.cpp and are stored unpermuted.
@@ -64,6 +65,9 @@ TENSOR_NAMES: tuple[tuple[str, str], ...] = (
 )
 _NAME_PATTERNS = [
     (re.compile(re.escape(g).replace(re.escape("{layer}"), r"(?P<layer>\d+)")), hf) for g, hf in TENSOR_NAMES
+]
+_HF_PATTERNS = [
+    (re.compile(re.escape(hf).replace(re.escape("{layer}"), r"(?P<layer>\d+)")), g) for g, hf in TENSOR_NAMES
 ]
 _PERMUTED = {"self_attn.q_proj.weight": "num_heads", "self_attn.k_proj.weight": "num_kv_heads"}
 
@@ -160,6 +164,27 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's q/k row order from HF's: the inverse of `unpermute_qk`."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def permuted_heads(hf_key: str, cfg: ModelConfig, spec: GGUFArch) -> int | None:
+    """Heads to (un)permute this tensor's rows over, or None when llama.cpp stores it as HF does."""
+    suffix = hf_key.split(".", 3)[-1]  # "self_attn.q_proj.weight" for a layer tensor
+    return getattr(cfg, _PERMUTED[suffix]) if spec.permuted_qk and suffix in _PERMUTED else None
+
+
+def gguf_name(hf_key: str) -> str | None:
+    """The GGUF tensor name for an HF key (the inverse of `_hf_key`), from the same table."""
+    for pattern, gguf in _HF_PATTERNS:
+        m = pattern.fullmatch(hf_key)
+        if m:
+            return gguf.format(layer=m["layer"]) if "{layer}" in gguf else gguf
+    return None
+
+
 def hf_entries(reader: GGUFReader, cfg: ModelConfig, spec: GGUFArch) -> tuple[dict[str, TensorEntry], list[str]]:
     """GGUF tensors renamed to HF keys, dequantized to float32 when loaded."""
     entries: dict[str, TensorEntry] = {}
@@ -169,8 +194,7 @@ def hf_entries(reader: GGUFReader, cfg: ModelConfig, spec: GGUFArch) -> tuple[di
         if key is None:
             problems.append(f"unmapped GGUF tensor {tensor.name}")
             continue
-        suffix = key.split(".", 3)[-1]  # "self_attn.q_proj.weight" for a layer tensor
-        heads = getattr(cfg, _PERMUTED[suffix]) if spec.permuted_qk and suffix in _PERMUTED else None
+        heads = permuted_heads(key, cfg, spec)
 
         def load(t=tensor, heads=heads) -> np.ndarray:
             w = np.asarray(dequantize(t.data, t.tensor_type), np.float32)

@@ -3,7 +3,7 @@
 Each `Rule` pairs an HF key template with an NNX path and a transform. A
 template containing ``{layer}`` names one tensor per decoder layer; those are
 stacked on the parameter's leading L axis. Import (`fill_model`) and export
-(`hf_tensors`) both read this table, so they cannot drift apart.
+(`hf_entries`) both read this table, so they cannot drift apart.
 
 Llama, Mistral, Qwen2 and Qwen3 share the table: the bias and q/k-norm rules
 only apply when the config gives the model those parameters (`qkv_bias`,
@@ -204,20 +204,41 @@ def fill_model(
     return nnx.merge(graphdef, state)
 
 
-def hf_tensors(model: CausalLM, *, dtype=np.float32) -> dict[str, np.ndarray]:
-    """The model's weights under their HF names, in HF layout (the inverse of `fill_model`)."""
+def hf_entries(model: CausalLM) -> dict[str, TensorEntry]:
+    """The model's weights under their HF names, in HF layout, each fetched only when loaded
+    (the inverse of `fill_model`).
+
+    A `load()` gathers just that tensor (one layer's slice of a stacked parameter)
+    from the devices to host memory, so an exporter that writes each tensor
+    before loading the next holds about one tensor at a time, however the
+    parameters are sharded. Entries keep the parameter's dtype; callers cast.
+    """
     table = TABLES[model.cfg.model_type]
     values = dict(_flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
-    out: dict[str, np.ndarray] = {}
+    entries: dict[str, TensorEntry] = {}
     for rule in table:
         value = values.get(rule.nnx_path)
         if value is None:
             continue
-        value = np.asarray(jax.device_get(value))
+        shape = rule.transform.hf_shape(value.shape[1:] if rule.stacked else value.shape)
+        dtype = _np_dtype(value.dtype).name
         for layer in range(value.shape[0]) if rule.stacked else (None,):
-            part = value[layer] if rule.stacked else value
-            out[rule.key(layer)] = np.ascontiguousarray(rule.transform.to_hf(part).astype(dtype))
-    return out
+            def load(value=value, layer=layer, rule=rule) -> np.ndarray:
+                part = _to_host(value[layer] if layer is not None else value)
+                return np.ascontiguousarray(rule.transform.to_hf(part))
+
+            entries[rule.key(layer)] = TensorEntry(shape=tuple(shape), dtype=dtype, load=load)
+    return entries
+
+
+def _to_host(value: jax.Array) -> np.ndarray:
+    """One array on the host. A multi-process (pod) array is all-gathered: every process
+    must call this for the same tensors in the same order, which the exporters do."""
+    if getattr(value, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(value))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(value, tiled=True))
 
 
 def _flatten(tree, prefix: tuple[str, ...] = ()):

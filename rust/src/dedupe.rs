@@ -31,7 +31,7 @@ use std::fmt;
 use rayon::prelude::*;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-use crate::normalize::normalize;
+use crate::normalize::{normalize_with_breaks, Normalized};
 
 /// Index of "no partner" in [`NearDuplicates::partner`].
 pub const NO_PARTNER: u32 = u32::MAX;
@@ -160,12 +160,24 @@ fn check_sizes(n: usize, groups: Option<&[u64]>) -> Result<(), DedupeError> {
     Ok(())
 }
 
+/// Every text normalised once (in parallel), for both dedupe passes.
+pub fn normalize_all(texts: &[&str]) -> Vec<Normalized> {
+    texts.par_iter().map(|t| normalize_with_breaks(t)).collect()
+}
+
 /// For each text, the index of the first text (within its group) whose
 /// normalised form is identical; its own index if it is the first.
 pub fn exact_duplicates(texts: &[&str], groups: Option<&[u64]>) -> Result<Vec<u32>, DedupeError> {
     check_sizes(texts.len(), groups)?;
+    let norms = normalize_all(texts);
+    exact_duplicates_normalized(&norms.iter().collect::<Vec<_>>(), groups)
+}
+
+/// [`exact_duplicates`] over texts already normalised.
+pub fn exact_duplicates_normalized(norms: &[&Normalized], groups: Option<&[u64]>) -> Result<Vec<u32>, DedupeError> {
+    check_sizes(norms.len(), groups)?;
     // 128-bit hashes: a collision among even 10^9 texts is out of reach.
-    let hashes: Vec<u128> = texts.par_iter().map(|t| xxh3_128(normalize(t).as_bytes())).collect();
+    let hashes: Vec<u128> = norms.par_iter().map(|t| xxh3_128(t.text.as_bytes())).collect();
     let mut first: HashMap<(u64, u128), u32> = HashMap::with_capacity(hashes.len());
     Ok(hashes
         .iter()
@@ -175,6 +187,40 @@ pub fn exact_duplicates(texts: &[&str], groups: Option<&[u64]>) -> Result<Vec<u3
             *first.entry((g, h)).or_insert(i as u32)
         })
         .collect())
+}
+
+/// Both passes of one column, each text normalised once: exact duplicates
+/// (when `exact`), then near duplicates (with `near`) among the texts that are
+/// not exact duplicates. `near`'s indices count those texts only, in order.
+pub fn duplicates(
+    texts: &[&str],
+    groups: Option<&[u64]>,
+    exact: bool,
+    near: Option<&LshConfig>,
+) -> Result<(Option<Vec<u32>>, Option<NearDuplicates>), DedupeError> {
+    check_sizes(texts.len(), groups)?;
+    if let Some(cfg) = near {
+        cfg.validate()?;
+    }
+    if !exact && near.is_none() {
+        return Ok((None, None));
+    }
+    let norms = normalize_all(texts);
+    let all: Vec<&Normalized> = norms.iter().collect();
+    let first = if exact { Some(exact_duplicates_normalized(&all, groups)?) } else { None };
+    let near = match near {
+        None => None,
+        Some(cfg) => Some(match &first {
+            None => near_duplicates_normalized(&all, groups, cfg)?,
+            Some(first) => {
+                let keep: Vec<usize> = (0..texts.len()).filter(|&i| first[i] as usize == i).collect();
+                let kept: Vec<&Normalized> = keep.iter().map(|&i| &norms[i]).collect();
+                let kept_groups: Option<Vec<u64>> = groups.map(|g| keep.iter().map(|&i| g[i]).collect());
+                near_duplicates_normalized(&kept, kept_groups.as_deref(), cfg)?
+            }
+        }),
+    };
+    Ok((first, near))
 }
 
 /// Hangul, kana and Han: scripts written without spaces between words.
@@ -226,24 +272,29 @@ fn flush_cjk(run: &mut Vec<u64>, n: usize, out: &mut Vec<u64>) {
 ///
 /// Words are maximal runs of alphanumeric non-CJK characters; word n-grams run
 /// over the whole word sequence. Each run of CJK characters gives character
-/// n-grams. A sequence shorter than n gives one shingle of all of it, so that a
-/// short text still has a fingerprint.
+/// n-grams; a run ends at any other character and at a sentence end or line
+/// break, so no n-gram spans two sentences (see [`Normalized::breaks`]). A
+/// sequence shorter than n gives one shingle of all of it, so that a short
+/// text still has a fingerprint.
 pub fn shingles(text: &str, cfg: &ShingleConfig) -> Vec<u64> {
     let mut out = Vec::new();
-    shingles_into(text, cfg, &mut ShingleScratch::default(), &mut out);
+    shingles_into(&normalize_with_breaks(text), cfg, &mut ShingleScratch::default(), &mut out);
     out
 }
 
-/// [`shingles`] into `out`, with caller-owned scratch buffers.
-pub fn shingles_into(text: &str, cfg: &ShingleConfig, scratch: &mut ShingleScratch, out: &mut Vec<u64>) {
-    let norm = normalize(text);
-    let bytes = norm.as_bytes();
+/// [`shingles`] of a normalised text into `out`, with caller-owned scratch buffers.
+pub fn shingles_into(norm: &Normalized, cfg: &ShingleConfig, scratch: &mut ShingleScratch, out: &mut Vec<u64>) {
+    let bytes = norm.text.as_bytes();
     let ShingleScratch { words, cjk_run } = scratch;
     words.clear();
     cjk_run.clear();
     out.clear();
+    let mut breaks = norm.breaks.iter().map(|&b| b as usize).peekable();
     let mut word_start: Option<usize> = None;
-    for (i, c) in norm.char_indices() {
+    for (i, c) in norm.text.char_indices() {
+        if breaks.next_if_eq(&i).is_some() {
+            flush_cjk(cjk_run, cfg.cjk_char_ngram, out);
+        }
         // ASCII needs no Unicode tables: most text here is ASCII.
         let (cjk, in_word) = if c.is_ascii() { (false, c.is_ascii_alphanumeric()) } else {
             let cjk = is_cjk(c);
@@ -292,8 +343,15 @@ pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
     inter as f64 / (a.len() + b.len() - inter) as f64
 }
 
-/// Per-permutation parameters (xor key, odd multiplier) from splitmix64.
-fn permutations(num_perm: usize, seed: u64) -> Vec<(u32, u32)> {
+/// Per-permutation parameters from splitmix64, one array per parameter (xor
+/// keys, odd multipliers) so that each step of the signature loop loads 8
+/// consecutive lanes of each: the compiler vectorises it without shuffles.
+struct Permutations {
+    keys: Vec<u32>,
+    muls: Vec<u32>,
+}
+
+fn permutations(num_perm: usize, seed: u64) -> Permutations {
     let mut state = seed;
     let mut next = || {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -302,40 +360,58 @@ fn permutations(num_perm: usize, seed: u64) -> Vec<(u32, u32)> {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     };
-    (0..num_perm)
-        .map(|_| {
-            let r = next();
-            (r as u32, (r >> 32) as u32 | 1)
-        })
-        .collect()
+    let (mut keys, mut muls) = (Vec::with_capacity(num_perm), Vec::with_capacity(num_perm));
+    for _ in 0..num_perm {
+        let r = next();
+        keys.push(r as u32);
+        muls.push((r >> 32) as u32 | 1);
+    }
+    Permutations { keys, muls }
+}
+
+/// Permutation `(key, mul)` of a 32-bit shingle hash: a murmur3-style
+/// finalizer of `(x ^ key) * mul`, a bijection of u32 with full avalanche.
+#[inline(always)]
+fn permute(x: u32, key: u32, mul: u32) -> u32 {
+    let mut h = (x ^ key).wrapping_mul(mul);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^ (h >> 13)
 }
 
 /// MinHash signature of one shingle set into `sig` (one slot per permutation).
-/// Permutation k of a 32-bit shingle hash x is a murmur3-style finalizer of
-/// `(x ^ key_k) * mul_k`: a bijection of u32 with full avalanche, in 32-bit
-/// lanes so that AVX2 runs 8 permutations per instruction.
+/// Four shingles go through each pass over the permutations, so that every
+/// load and store of a signature lane serves four hashes.
 #[inline(always)]
-fn signature_portable(set: &[u64], perms: &[(u32, u32)], sig: &mut [u32]) {
+fn signature_portable(set: &[u64], perms: &Permutations, sig: &mut [u32]) {
+    let k = sig.len();
+    let (keys, muls) = (&perms.keys[..k], &perms.muls[..k]);
     sig.fill(u32::MAX);
-    for &x in set {
-        let x = (x ^ (x >> 32)) as u32;
-        for (s, &(key, mul)) in sig.iter_mut().zip(perms) {
-            let mut h = (x ^ key).wrapping_mul(mul);
-            h ^= h >> 16;
-            h = h.wrapping_mul(0x85EB_CA6B);
-            h ^= h >> 13;
-            *s = (*s).min(h);
+    let fold = |x: u64| (x ^ (x >> 32)) as u32;
+    let mut quads = set.chunks_exact(4);
+    for q in &mut quads {
+        let (a, b, c, d) = (fold(q[0]), fold(q[1]), fold(q[2]), fold(q[3]));
+        for j in 0..k {
+            let (key, mul) = (keys[j], muls[j]);
+            let m = permute(a, key, mul).min(permute(b, key, mul)).min(permute(c, key, mul).min(permute(d, key, mul)));
+            sig[j] = sig[j].min(m);
+        }
+    }
+    for &x in quads.remainder() {
+        let x = fold(x);
+        for j in 0..k {
+            sig[j] = sig[j].min(permute(x, keys[j], muls[j]));
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn signature_avx2(set: &[u64], perms: &[(u32, u32)], sig: &mut [u32]) {
+unsafe fn signature_avx2(set: &[u64], perms: &Permutations, sig: &mut [u32]) {
     signature_portable(set, perms, sig)
 }
 
-fn signature(set: &[u64], perms: &[(u32, u32)], sig: &mut [u32]) {
+fn signature(set: &[u64], perms: &Permutations, sig: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -527,9 +603,21 @@ pub fn near_duplicates(
     cfg: &LshConfig,
 ) -> Result<NearDuplicates, DedupeError> {
     cfg.validate()?;
-    let n = texts.len();
+    check_sizes(texts.len(), groups)?;
+    let norms = normalize_all(texts);
+    near_duplicates_normalized(&norms.iter().collect::<Vec<_>>(), groups, cfg)
+}
+
+/// [`near_duplicates`] over texts already normalised.
+pub fn near_duplicates_normalized(
+    norms: &[&Normalized],
+    groups: Option<&[u64]>,
+    cfg: &LshConfig,
+) -> Result<NearDuplicates, DedupeError> {
+    cfg.validate()?;
+    let n = norms.len();
     check_sizes(n, groups)?;
-    let sets: Vec<Vec<u64>> = texts
+    let sets: Vec<Vec<u64>> = norms
         .par_iter()
         .map_init(ShingleScratch::default, |scratch, t| {
             let mut out = Vec::new();
@@ -634,6 +722,40 @@ mod tests {
         // Word and CJK shingles live in different hash domains.
         let mixed = shingles("我是 tom 谁", &c);
         assert_eq!(mixed.len(), 3);
+    }
+
+    #[test]
+    fn cjk_shingles_do_not_span_sentences() {
+        let c = ShingleConfig::default();
+        // Reordering whole sentences keeps the shingle set: Jaccard 1.
+        let a = shingles("苹果从树上落下来。我写下了万有引力定律。光在棱镜中分成七色。", &c);
+        let b = shingles("光在棱镜中分成七色。苹果从树上落下来！我写下了万有引力定律。", &c);
+        assert_eq!(jaccard(&a, &b), 1.0);
+        // Line breaks end sentences too; commas do not.
+        assert_eq!(shingles("苹果从树上\n落下来", &c), shingles("苹果从树上。落下来", &c));
+        assert_eq!(shingles("苹果从树上，落下来", &c), shingles("苹果从树上落下来", &c));
+        // 4 + 3 characters: 2 + 1 trigrams, none across the full stop.
+        assert_eq!(shingles("我是谁呢。你好吗", &c).len(), 3);
+    }
+
+    #[test]
+    fn combined_passes_match_separate_calls() {
+        let texts: Vec<String> = (0..300)
+            .map(|i| format!("sentence number {} about topic {} with words alpha beta gamma", i % 37, i % 11))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let groups: Vec<u64> = (0..300).map(|i| (i % 3) as u64).collect();
+        let c = cfg(0.5);
+        let (first, near) = duplicates(&refs, Some(&groups), true, Some(&c)).unwrap();
+        let first = first.unwrap();
+        assert_eq!(first, exact_duplicates(&refs, Some(&groups)).unwrap());
+        let keep: Vec<usize> = (0..300).filter(|&i| first[i] as usize == i).collect();
+        let kept: Vec<&str> = keep.iter().map(|&i| refs[i]).collect();
+        let kept_groups: Vec<u64> = keep.iter().map(|&i| groups[i]).collect();
+        assert_eq!(near.unwrap(), near_duplicates(&kept, Some(&kept_groups), &c).unwrap());
+        let (none, all) = duplicates(&refs, None, false, Some(&c)).unwrap();
+        assert!(none.is_none());
+        assert_eq!(all.unwrap(), near_duplicates(&refs, None, &c).unwrap());
     }
 
     #[test]

@@ -283,6 +283,24 @@ fn check_turn(t: &Turn, ctx: &SessionContext, phrases: &Phrases, cfg: &FilterCon
 pub fn canonical(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut space = false;
+    // ASCII is stable under NFKC and lower-cases byte by byte: the same
+    // output without the Unicode tables (most answers are ASCII; this was the
+    // largest part of check_turns on English sessions).
+    if text.is_ascii() {
+        for b in text.bytes() {
+            let c = if b == b'`' { '\'' } else { b.to_ascii_lowercase() as char };
+            if c.is_whitespace() {
+                space = true;
+                continue;
+            }
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(c);
+        }
+        return out;
+    }
     for c in text.nfkc().flat_map(char::to_lowercase) {
         let c = if matches!(c, '\u{2018}' | '\u{2019}' | '\u{02BC}' | '`') { '\'' } else { c };
         if c.is_whitespace() {
@@ -967,6 +985,14 @@ mod tests {
         assert_eq!(n, 10);
         assert!((r - 0.8).abs() < 1e-9);
         assert_eq!(script_ratio("123 !!", Script::Latin), None);
+    }
+
+    #[test]
+    fn canonical_ascii_path_matches_the_unicode_path() {
+        for s in ["  Hello,\tWORLD!  I'm `an` AI\x0b\x0cok ", "As An AI language model...", "\r\n x  Y\n"] {
+            // One non-ASCII character sends the text down the Unicode path.
+            assert_eq!(format!("{} é", canonical(s)).trim_start(), canonical(&format!("{s} é")), "{s:?}");
+        }
     }
 
     #[test]

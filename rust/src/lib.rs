@@ -7,6 +7,8 @@ pub mod filters;
 pub mod masks;
 pub mod normalize;
 pub mod pack;
+pub mod prompt;
+pub mod roles;
 pub mod sft;
 pub mod template;
 pub mod tokenize;

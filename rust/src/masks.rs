@@ -47,6 +47,15 @@ pub enum SystemPolicy {
 }
 
 impl SystemPolicy {
+    /// Native when a system message survives the template's rendering.
+    pub fn probe(template: &ChatTemplate, extra: &Map<String, Json>) -> Self {
+        let probe = [msg("system", PROBE_SYSTEM), msg("user", PROBE_USER[0]), msg("assistant", PROBE_ASSISTANT[0])];
+        match template.render(&probe, false, extra) {
+            Ok(r) if r.contains(PROBE_SYSTEM) => Self::Native,
+            _ => Self::FoldIntoFirstUser,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Native => "native",
@@ -106,10 +115,7 @@ impl TurnLayout {
         let (u1, u2) = (PROBE_USER[0], PROBE_USER[1]);
         let (a1, a2) = (PROBE_ASSISTANT[0], PROBE_ASSISTANT[1]);
 
-        let system_policy = match template.render(&[msg("system", PROBE_SYSTEM), msg("user", u1), msg("assistant", a1)], false, extra) {
-            Ok(r) if r.contains(PROBE_SYSTEM) => SystemPolicy::Native,
-            _ => SystemPolicy::FoldIntoFirstUser,
-        };
+        let system_policy = SystemPolicy::probe(template, extra);
 
         // The text between a user's content and the next assistant's content in
         // three places: the generation prompt, a final turn, an earlier turn.

@@ -40,14 +40,46 @@ use unicode_script::{Script, UnicodeScript};
 /// assert_eq!(normalize("你好，世界！"), "你好世界");
 /// ```
 pub fn normalize(text: &str) -> String {
+    normalize_with_breaks(text).text
+}
+
+/// A normalised text and where its sentences ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Normalized {
+    /// `normalize(text)`.
+    pub text: String,
+    /// Ascending byte offsets into `text` where a dropped separator run held a
+    /// sentence end (`.` `!` `?` `;` `。` `！` `？` `；` `…`) or a line break.
+    /// Normalising drops the `。` between two Han sentences and joins them;
+    /// the shingler reads these offsets so that a character n-gram never
+    /// spans two sentences (reordered sentences then keep their Jaccard).
+    pub breaks: Vec<u32>,
+}
+
+/// [`normalize`], and where sentences ended (see [`Normalized::breaks`]).
+pub fn normalize_with_breaks(text: &str) -> Normalized {
+    // ASCII needs neither NFKC (ASCII is stable under it) nor Unicode case
+    // folding, and nothing composes in the final NFC step: most text here is
+    // ASCII, and this path runs several times faster with the same output.
+    if text.is_ascii() {
+        normalize_ascii(text.as_bytes())
+    } else {
+        normalize_general(text)
+    }
+}
+
+fn normalize_general(text: &str) -> Normalized {
     let folded: String = text.nfkc().default_case_fold().nfkc().collect();
 
     let mut out = String::with_capacity(folded.len());
+    let mut breaks = Vec::new();
     let mut prev: Option<char> = None; // last character written
     let mut pending_separator = false;
+    let mut pending_break = false;
     for c in folded.chars() {
         if is_separator(c) {
             pending_separator = true;
+            pending_break |= is_sentence_break(c);
             continue;
         }
         if is_invisible_break(c) {
@@ -59,8 +91,12 @@ pub fn normalize(text: &str) -> String {
                 if !is_cjk(p) && !is_cjk(c) {
                     out.push(' ');
                 }
+                if pending_break {
+                    breaks.push(out.len() as u32);
+                }
             }
             pending_separator = false;
+            pending_break = false;
         }
         out.push(c);
         prev = Some(c);
@@ -69,14 +105,67 @@ pub fn normalize(text: &str) -> String {
     // Dropping a separator can join a base letter and a combining mark that
     // NFKC would compose (`"カ\u{3099}"` -> `"ガ"`). Both sides are NFKC
     // already, so canonical recomposition (NFC) restores NFKC; the quick check
-    // keeps the common case to one scan.
+    // keeps the common case to one scan. Composition moves byte offsets, so
+    // such a (rare) text keeps no sentence breaks.
     match is_nfc_quick(out.chars()) {
-        IsNormalized::Yes => out,
-        _ => out.nfc().collect(),
+        IsNormalized::Yes => Normalized { text: out, breaks },
+        _ => Normalized { text: out.nfc().collect(), breaks: Vec::new() },
     }
 }
 
+/// The general path restricted to ASCII: lower case, separators folded.
+fn normalize_ascii(bytes: &[u8]) -> Normalized {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut breaks = Vec::new();
+    let (mut pending_separator, mut pending_break) = (false, false);
+    for &b in bytes {
+        if is_ascii_separator(b) {
+            pending_separator = true;
+            pending_break |= matches!(b, b'.' | b'!' | b'?' | b';' | b'\n' | b'\r' | b'\x0b' | b'\x0c');
+            continue;
+        }
+        if pending_separator {
+            if !out.is_empty() {
+                out.push(b' ');
+                if pending_break {
+                    breaks.push(out.len() as u32);
+                }
+            }
+            pending_separator = false;
+            pending_break = false;
+        }
+        out.push(b.to_ascii_lowercase());
+    }
+    // Only ASCII bytes were pushed.
+    let text = String::from_utf8(out).expect("ASCII is UTF-8");
+    Normalized { text, breaks }
+}
+
+/// Whitespace, control characters and ASCII punctuation (general category P*);
+/// `$ + < = > ^ ` | ~` are symbols (S*) and are kept.
+fn is_ascii_separator(b: u8) -> bool {
+    b.is_ascii_whitespace()
+        || b.is_ascii_control()
+        || matches!(
+            b,
+            b'!' | b'"' | b'#' | b'%' | b'&' | b'\'' | b'(' | b')' | b'*' | b',' | b'-' | b'.' | b'/' | b':' | b';'
+                | b'?' | b'@' | b'[' | b'\\' | b']' | b'_' | b'{' | b'}'
+        )
+}
+
+/// Ends a sentence or a line (after NFKC, which maps `！？；．｡` to these).
+fn is_sentence_break(c: char) -> bool {
+    matches!(
+        c,
+        '.' | '!' | '?' | ';' | '。' | '…' | '‼' | '⁇' | '⁈' | '⁉' | '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}'
+            | '\u{2028}' | '\u{2029}'
+    )
+}
+
 fn is_separator(c: char) -> bool {
+    if c.is_ascii() {
+        return is_ascii_separator(c as u8);
+    }
     c.is_whitespace()
         || c.is_control()
         || c.general_category_group() == GeneralCategoryGroup::Punctuation
@@ -90,6 +179,9 @@ fn is_invisible_break(c: char) -> bool {
 /// scripts (the Katakana-Hiragana prolonged sound mark `ー`) count when their
 /// Script_Extensions name one of these.
 fn is_cjk(c: char) -> bool {
+    if c.is_ascii() {
+        return false;
+    }
     const SCRIPTS: [Script; 4] = [
         Script::Han,
         Script::Hiragana,
@@ -105,7 +197,36 @@ fn is_cjk(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{normalize, normalize_with_breaks};
+
+    #[test]
+    fn ascii_path_matches_the_general_path() {
+        use super::{normalize_ascii, normalize_general};
+        let mut cases: Vec<String> = ["  Hello,\tWorld!!  How are\n\nyou?  ", "a+b=c $5 <tag> `x` ~y|z^", "don't; stop. now\r\n"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for b in 0u8..128 {
+            let c = b as char;
+            cases.extend([c.to_string(), format!("Ab{c}Cd"), format!("x {c}. Y{c}{c}z ")]);
+        }
+        for s in cases {
+            assert_eq!(normalize_ascii(s.as_bytes()), normalize_general(&s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn sentence_breaks_are_marked() {
+        let n = normalize_with_breaks("第一句话。第二句话！第三，句话\n第四");
+        assert_eq!(n.text, "第一句话第二句话第三句话第四");
+        let at: Vec<&str> = n.breaks.iter().map(|&b| &n.text[b as usize..]).collect();
+        assert_eq!(at, vec!["第二句话第三句话第四", "第三句话第四", "第四"]);
+        let e = normalize_with_breaks("One. Two, three! Four");
+        assert_eq!(e.text, "one two three four");
+        assert_eq!(e.breaks, vec![4, 14]);
+        // Leading and trailing runs mark nothing.
+        assert!(normalize_with_breaks("。你好。").breaks.is_empty());
+    }
 
     #[test]
     fn english_case_space_and_punctuation() {

@@ -7,6 +7,7 @@ use pyo3_arrow::input::AnyRecordBatch;
 use pyo3_arrow::PyRecordBatch;
 use serde_json::{Map, Value as Json};
 
+use crate::prompt::PromptEncoder;
 use crate::sft::{self, ChatEncoder, Overlong, PackConfig, Packer, Session};
 use crate::template::{ChatTemplate, TemplateError};
 use crate::wikidata;
@@ -19,7 +20,7 @@ use arrow_schema::DataType;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyArray;
 
-use crate::{dedupe, filters, normalize};
+use crate::{dedupe, filters, normalize, roles};
 
 // The one project error type, shared by data_tools and ditto_jax because both
 // import this neutral module. CLIs print its message as a single line.
@@ -80,9 +81,9 @@ fn py_wikidata_scan<'py>(
 
 /// Decompresses a dump and returns its length in bytes (the decompression floor).
 #[pyfunction]
-#[pyo3(name = "wikidata_decompressed_len")]
-fn py_wikidata_decompressed_len(py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
-    py.detach(|| wikidata::decompressed_len(&path)).map_err(scan_error)
+#[pyo3(name = "wikidata_decompressed_len", signature = (path, *, parallel=true))]
+fn py_wikidata_decompressed_len(py: Python<'_>, path: std::path::PathBuf, parallel: bool) -> PyResult<u64> {
+    py.detach(|| wikidata::decompressed_len(&path, parallel)).map_err(scan_error)
 }
 
 fn ditto_err(e: impl std::fmt::Display) -> PyErr {
@@ -244,6 +245,62 @@ impl PyChatEncoder {
     }
 }
 
+/// Inference prompts with message content kept as text (see `prompt`): the
+/// same rendering and tokenization as `ChatEncoder`, without the turn layout.
+#[pyclass(name = "PromptEncoder", module = "ditto_native", frozen)]
+struct PyPromptEncoder {
+    inner: PromptEncoder,
+}
+
+/// (role, content) string pairs from a list of dicts.
+fn to_pairs(messages: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    let values = to_messages(messages)?;
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match (m.get("role").and_then(Json::as_str), m.get("content").and_then(Json::as_str)) {
+            (Some(r), Some(c)) => Ok((r.to_owned(), c.to_owned())),
+            _ => Err(DittoError::new_err(format!("chat input: messages[{i}] needs string 'role' and 'content'"))),
+        })
+        .collect()
+}
+
+#[pymethods]
+impl PyPromptEncoder {
+    #[new]
+    #[pyo3(signature = (tokenizer_json, chat_template, bos_token=None, eos_token=None, template_vars=None))]
+    fn new(
+        py: Python<'_>,
+        tokenizer_json: &str,
+        chat_template: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+        template_vars: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let extra = to_extra(template_vars)?;
+        let inner = py
+            .detach(|| PromptEncoder::new(tokenizer_json, chat_template, bos_token, eos_token, extra))
+            .map_err(ditto_err)?;
+        Ok(Self { inner })
+    }
+
+    #[getter]
+    fn system_policy(&self) -> &'static str {
+        self.inner.system_policy().as_str()
+    }
+
+    /// Token ids of one conversation (list of {role, content} dicts).
+    #[pyo3(signature = (messages, add_generation_prompt=true))]
+    fn encode(&self, py: Python<'_>, messages: &Bound<'_, PyAny>, add_generation_prompt: bool) -> PyResult<Vec<u32>> {
+        let pairs = to_pairs(messages)?;
+        py.detach(|| {
+            let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
+            self.inner.encode_prompt(&borrowed, add_generation_prompt)
+        })
+        .map_err(ditto_err)
+    }
+}
+
 /// Encodes sessions chunk by chunk with a `ChatEncoder`, then packs the
 /// train and held-out splits.
 #[pyclass(name = "SftPacker", module = "ditto_native")]
@@ -314,6 +371,13 @@ impl PySftPacker {
 #[pyo3(name = "is_heldout")]
 fn py_is_heldout(session_id: &str, fraction: f64) -> bool {
     sft::is_heldout(session_id, fraction)
+}
+
+/// The role's SFT system message (`You are {label}, {description}`, ...).
+#[pyfunction]
+#[pyo3(name = "system_message")]
+fn py_system_message(label: &str, description: &str, lang: &str) -> String {
+    roles::system_message(label, description, lang)
 }
 
 // ------------------------------------------------------------ arrow helpers
@@ -433,6 +497,63 @@ fn py_near_duplicates<'py>(
     ))
 }
 
+fn near_to_pyarrow(py: Python<'_>, r: dedupe::NearDuplicates) -> PyResult<Bound<'_, pyo3::types::PyTuple>> {
+    let partner: UInt32Array = r.partner.iter().map(|&p| (p != dedupe::NO_PARTNER).then_some(p)).collect();
+    pyo3::types::PyTuple::new(
+        py,
+        [
+            to_pyarrow(py, Arc::new(UInt32Array::from(r.representative)))?,
+            to_pyarrow(py, Arc::new(partner))?,
+            to_pyarrow(py, Arc::new(Float32Array::from(r.jaccard)))?,
+        ],
+    )
+}
+
+/// Exact, then near-duplicate passes over one column, normalising each text once.
+#[pyfunction]
+#[pyo3(
+    name = "duplicates",
+    signature = (texts, groups=None, *, exact, threshold=None, word_ngram, cjk_char_ngram, num_perm, bands, rows, seed, max_bucket_window, num_threads=None)
+)]
+#[allow(clippy::too_many_arguments)]
+fn py_duplicates<'py>(
+    py: Python<'py>,
+    texts: AnyArray,
+    groups: Option<AnyArray>,
+    exact: bool,
+    threshold: Option<f64>,
+    word_ngram: usize,
+    cjk_char_ngram: usize,
+    num_perm: usize,
+    bands: usize,
+    rows: usize,
+    seed: u64,
+    max_bucket_window: usize,
+    num_threads: Option<usize>,
+) -> PyResult<(Option<Bound<'py, PyAny>>, Option<Bound<'py, pyo3::types::PyTuple>>)> {
+    let cfg = threshold.map(|threshold| dedupe::LshConfig {
+        shingles: dedupe::ShingleConfig { word_ngram, cjk_char_ngram },
+        num_perm,
+        bands,
+        rows,
+        threshold,
+        seed,
+        max_bucket_window,
+    });
+    let chunks = arrow_chunks(texts, "texts")?;
+    let texts = str_values(&chunks, "texts")?;
+    let groups = groups_of(groups)?;
+    let (first, near) = py
+        .detach(|| {
+            dedupe::with_threads(num_threads, || dedupe::duplicates(&texts, groups.as_deref(), exact, cfg.as_ref()))
+        })
+        .and_then(|r| r)
+        .map_err(project_err)?;
+    let first = first.map(|f| to_pyarrow(py, Arc::new(UInt32Array::from(f)))).transpose()?;
+    let near = near.map(|r| near_to_pyarrow(py, r)).transpose()?;
+    Ok((first, near))
+}
+
 // ---------------------------------------------------------------- filters
 
 #[pyfunction]
@@ -514,12 +635,15 @@ fn ditto_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_render_chat_template, m)?)?;
     m.add_class::<PyChatTemplate>()?;
     m.add_class::<PyChatEncoder>()?;
+    m.add_class::<PyPromptEncoder>()?;
     m.add_class::<PySftPacker>()?;
     m.add_function(wrap_pyfunction!(py_is_heldout, m)?)?;
+    m.add_function(wrap_pyfunction!(py_system_message, m)?)?;
     let codes = pyo3::types::PyTuple::new(m.py(), filters::Reason::ALL.iter().map(|r| r.code()))?;
     m.add("REASON_CODES", codes)?;
     m.add_function(wrap_pyfunction!(py_exact_duplicates, m)?)?;
     m.add_function(wrap_pyfunction!(py_near_duplicates, m)?)?;
+    m.add_function(wrap_pyfunction!(py_duplicates, m)?)?;
     m.add_function(wrap_pyfunction!(py_check_turns, m)?)?;
     Ok(())
 }

@@ -213,7 +213,13 @@ pub fn spawn_mapped_reader(map: Arc<Mmap>, start: ResumePos, first_index: u64, c
                 data: ChunkData::Mapped(Arc::clone(&map), pos..end),
                 line_ends,
                 first_line: line,
-                end: ResumePos { member_offset: end as u64, skip_in_member: 0, text_offset: end as u64, line: next_line },
+                end: ResumePos {
+                    member_offset: end as u64,
+                    skip_in_member: 0,
+                    text_offset: end as u64,
+                    line: next_line,
+                    block_bit: None,
+                },
                 compressed_offset: end as u64,
                 error: None,
             };

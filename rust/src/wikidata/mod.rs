@@ -23,6 +23,7 @@
 //! third of the time); a journal instead of a whole-state checkpoint, and
 //! fsync every 30 s instead of every chunk, made checkpoints nearly free; the
 //! label store replaced a second pass over the dump (see `labelstore.rs`).
+mod bz2par;
 mod checkpoint;
 mod chunks;
 mod entity;
@@ -171,7 +172,9 @@ fn fingerprint(path: &Path, cfg: &ScanConfig) -> Result<String, ScanError> {
 /// parse as an entity.
 fn check_header(path: &Path, wanted: &Wanted) -> Result<(), ScanError> {
     let not_dump = |why: String| ScanError::Invalid(format!("{}: not a Wikidata JSON dump: {why}", path.display()));
-    let (src, codec) = DumpSource::open(path).map_err(|e| ScanError::Io(format!("{}: {e}", path.display())))?;
+    // The first lines are all it reads: one decoding thread is enough.
+    let (src, codec) =
+        DumpSource::open_sequential(path).map_err(|e| ScanError::Io(format!("{}: {e}", path.display())))?;
     codec.map_err(|e| ScanError::Invalid(format!("{}: {e}", path.display())))?;
     // An entity line is at most a few MB; a "line" far longer is not a dump.
     let mut reader = BufReader::new(src.take(64 << 20));
@@ -269,7 +272,7 @@ pub fn scan(
     }
     .map_err(|e| ScanError::Io(format!("label store: {e}")))?;
     let codec = {
-        let (_, codec) = DumpSource::open(path).map_err(io_err(path))?;
+        let (_, codec) = DumpSource::open_sequential(path).map_err(io_err(path))?;
         codec.map_err(|e| ScanError::Invalid(format!("{}: {e}", path.display())))?
     };
     let mut runner = Runner {
@@ -434,9 +437,11 @@ pub fn rows_to_ndjson(rows: &[Row]) -> Vec<u8> {
 }
 
 /// Decompresses the dump and counts its bytes: the floor any scan of a
-/// compressed dump pays.
-pub fn decompressed_len(path: &Path) -> Result<u64, ScanError> {
-    let (mut src, codec) = DumpSource::open(path).map_err(io_err(path))?;
+/// compressed dump pays. `parallel` decodes bzip2 across blocks, as the scan
+/// does; without it, one thread decodes (the reference).
+pub fn decompressed_len(path: &Path, parallel: bool) -> Result<u64, ScanError> {
+    let open = if parallel { DumpSource::open } else { DumpSource::open_sequential };
+    let (mut src, codec) = open(path).map_err(io_err(path))?;
     codec.map_err(|e| ScanError::Invalid(format!("{}: {e}", path.display())))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;

@@ -1,13 +1,16 @@
 """Benchmark: render + tokenize + loss-mask + pack, Rust path vs baselines.
 
-    .venv/bin/python bench/tokenize.py [--tokenizer smollm2] [--sessions 4000] [--seq-len 2048]
+    .venv/bin/python bench/sft_tokenize.py [--tokenizer smollm2] [--sessions 4000] [--seq-len 2048] [--quick]
 
 On the same Ditto-shaped corpus (system prompt + 5 question/answer turns of
 realistic lengths, made up deterministically), it measures conversations/s
 and tokens/s of:
 
-- ours: `data_tools.tokenize.pack_sessions` (Rust, rayon): render, tokenize,
-  mask, split and pack;
+- ours, kernel: `data_tools.tokenize.pack_sessions` (Rust, rayon): render,
+  tokenize, mask, split and pack, called in-process;
+- ours, whole command: `ditto-data tokenize` as a fresh process on the same
+  sessions in a Parquet file (start-up, tokenizer loading, reading, packing,
+  writing the shards and the manifest);
 - (a) transformers in a Python loop: `apply_chat_template` once per
   conversation, one tokenizer call with offsets (the ids equal
   `apply_chat_template(tokenize=True)`), and the prefix renders that locate
@@ -15,26 +18,24 @@ and tokens/s of:
 - (b) the floor: raw `tokenizers` `encode_batch_fast` on the already-rendered
   strings (rendering not timed), no masks, no packing.
 
-Targets: >= 20x (a), >= 0.7x (b); packing efficiency >= 95% real tokens.
+Targets: >= 10x (a) for the whole command, >= 0.7x (b) for the kernel;
+packing efficiency >= 95% real tokens.
 """
 from __future__ import annotations
 
+import argparse
+import os
+import random
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# This file shares its name with the stdlib's `tokenize`, which libraries import:
-# take its folder off the import path, and put the repository on it.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
-
-import pyarrow as pa  # noqa: E402
-
-from data_tools.tokenize import TokenizeConfig, load_tokenizer_source, pack_sessions  # noqa: E402
+from data_tools.tokenize import TokenizeConfig, load_tokenizer_source, pack_sessions
 
 WORDS = (
     "the of and to in was he his that with for as on by at from an which were had first this who their "
@@ -117,6 +118,22 @@ def transformers_loop(hf, sessions: list[dict], policy: str, template_vars: dict
     return tokens
 
 
+def tokenize_command(table: pa.Table, tokenizer: str, seq_len: int, template_vars: dict) -> float:
+    """Wall seconds of `ditto-data tokenize` as a fresh process."""
+    with tempfile.TemporaryDirectory(prefix="ditto-bench-tokenize-") as tmp:
+        src = Path(tmp) / "clean.parquet"
+        pq.write_table(table, src)
+        cmd = [sys.executable, "-m", "data_tools.cli", "tokenize", "--in", str(src), "--tokenizer", tokenizer,
+               "--seq-len", str(seq_len), "--out", str(Path(tmp) / "shards"), "--heldout-fraction", "0"]
+        cmd += [a for k, v in template_vars.items() for a in ("--template-var", f"{k}={v}")]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        took = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"ditto-data tokenize failed: {done.stderr.strip()}")
+    return took
+
+
 def timed(fn):
     t0 = time.perf_counter()
     result = fn()
@@ -131,7 +148,11 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pack-seq-lens", default="4096,8192", help="further row lengths to report packing efficiency for")
+    ap.add_argument("--quick", action="store_true", help="a small run to check the bench works (400 sessions, 1 round)")
     args = ap.parse_args()
+    if args.quick:
+        args.sessions, args.baseline_sessions, args.repeats = min(args.sessions, 400), min(args.baseline_sessions, 20), 1
+        args.pack_seq_lens = ""
 
     sessions = corpus(args.sessions)
     table = as_table(sessions)
@@ -156,8 +177,9 @@ def main() -> None:
 
     # The three paths take turns, best of `repeats` rounds each, so that a
     # busy shared machine slows them alike rather than one of them.
-    ours_s = floor_s = hf_s = float("inf")
+    ours_s = floor_s = hf_s = cmd_s = float("inf")
     for _ in range(args.repeats):
+        cmd_s = min(cmd_s, tokenize_command(table, args.tokenizer, args.seq_len, template_vars))
         t, shards = timed(lambda: pack_sessions(table.to_batches(2048), source, config, progress=False))
         ours_s = min(ours_s, t)
         t, encs = timed(lambda: raw.encode_batch_fast(texts, add_special_tokens=False))
@@ -172,12 +194,15 @@ def main() -> None:
     floor_cps, floor_tps = args.sessions / floor_s, floor_tokens / floor_s
     hf_cps, hf_tps = len(subset) / hf_s, hf_tokens / hf_s
 
-    print(f"{'path':<46} {'conv/s':>10} {'tokens/s':>12}")
-    print(f"{'ours (render+tokenize+mask+pack, Rust)':<46} {ours_cps:>10.0f} {ours_tps:>12.0f}")
-    print(f"{'(a) transformers loop + prefix-render masks':<46} {hf_cps:>10.0f} {hf_tps:>12.0f}")
-    print(f"{'(b) tokenizers encode_batch_fast (floor)':<46} {floor_cps:>10.0f} {floor_tps:>12.0f}")
-    print(f"ratio vs (a): {ours_tps / hf_tps:.1f}x (target >= 20x)")
-    print(f"ratio vs (b): {ours_tps / floor_tps:.2f}x (target >= 0.7x)")
+    cmd_cps, cmd_tps = args.sessions / cmd_s, real / cmd_s
+
+    print(f"{'path':<50} {'seconds':>8} {'conv/s':>10} {'tokens/s':>12}")
+    print(f"{'ditto-data tokenize, whole command (fresh process)':<50} {cmd_s:>8.2f} {cmd_cps:>10.0f} {cmd_tps:>12.0f}")
+    print(f"{'ours, kernel (render+tokenize+mask+pack, Rust)':<50} {ours_s:>8.2f} {ours_cps:>10.0f} {ours_tps:>12.0f}")
+    print(f"{'(a) transformers loop + prefix-render masks':<50} {hf_s:>8.2f} {hf_cps:>10.0f} {hf_tps:>12.0f}")
+    print(f"{'(b) tokenizers encode_batch_fast (floor)':<50} {floor_s:>8.2f} {floor_cps:>10.0f} {floor_tps:>12.0f}")
+    print(f"whole-command ratio vs (a): {cmd_tps / hf_tps:.1f}x (target >= 10x)")
+    print(f"kernel ratio vs (a): {ours_tps / hf_tps:.1f}x; vs (b): {ours_tps / floor_tps:.2f}x (target >= 0.7x)")
     for seq_len in [args.seq_len, *(int(x) for x in args.pack_seq_lens.split(",") if x)]:
         if seq_len != args.seq_len:
             cfg = TokenizeConfig(seq_len=seq_len, heldout_fraction=0.0, template_vars=template_vars)
