@@ -1,10 +1,12 @@
 """`ditto-jax export`: Hugging Face directories and GGUF files, checked round trip.
 
 Oracles: transformers+torch loading the export (logits, chat template, greedy
-tokens), and the project's own loaders reading it back (parameters). Tiny
-random models of each family carry a small byte-level BPE tokenizer trained
-here with the family's real chat template, so token ids fit their vocabulary.
-SmolLM2 is exported once per format per session.
+tokens), and the project's own loaders reading it back (parameters). Sources:
+tiny random models of each family, each with a small byte-level BPE tokenizer
+trained here with the family's real chat template (so token ids fit its
+vocabulary); SmolLM2, exported once per format per session; and a checkpoint
+trained for 2 steps inside the session. Parameters sharded over 8 devices and
+over 2 processes export the same bytes as unsharded ones.
 """
 from __future__ import annotations
 
@@ -452,6 +454,23 @@ def test_gguf_mistral_is_written_as_llama(tiny_source, tmp_path):
     assert again.cfg.model_type == "llama"
     assert_same_params(model, again)
     assert open_gguf(path).fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    for text in TEXTS + [bundle.render(CONVERSATION)]:
+        assert again_bundle.encode(text) == bundle.encode(text)
+
+
+def test_gguf_pads_a_vocabulary_smaller_than_the_embedding(make_tiny_hf, shared_dir, tmp_path):
+    """Rows no token uses (an embedding padded past the tokenizer) become [PAD<id>] tokens, as llama.cpp writes them."""
+    ids = tiny_tokenizer("llama", shared_dir, tmp_path / "tok")
+    size = ids.pop("vocab_size")
+    _, src = make_tiny_hf("llama", tie_word_embeddings=True, vocab_size=size + 8, **ids)
+    for f in (tmp_path / "tok").iterdir():
+        shutil.copy(f, src / f.name)
+    model, bundle = load_model(str(src))
+    path = export_model(str(src), tmp_path / "padded.gguf", fmt="gguf")
+    tokens = open_gguf(path).fields["tokenizer.ggml.tokens"].contents()
+    assert len(tokens) == size + 8 and tokens[-1] == f"[PAD{size + 7}]"
+    again, again_bundle = load_model(str(path))
+    assert_same_params(model, again)
     for text in TEXTS + [bundle.render(CONVERSATION)]:
         assert again_bundle.encode(text) == bundle.encode(text)
 
