@@ -27,11 +27,15 @@ def table() -> pl.DataFrame:
 
 
 def question_writer(request) -> str:
-    """Valid query JSON naming the role the prompt is about, so each question's origin can be checked."""
+    """Valid query JSON naming the role the prompt is about, so each question's origin can be checked.
+
+    Question k cites the role's k-th fact as its evidence, copied from the prompt, so it verifies against the material.
+    """
     prompt = request.messages[-1][1]
     label = re.search(r"Material about (.+?)(?: \(|:)|关于(.+?)(?:（|的资料)", prompt)
     name = label.group(1) or label.group(2)
-    return json.dumps({"questions": [{"question": f"Tell me, {name}, about your life {k}?", "evidence": [f"evidence on {name} {k}"]} for k in range(3)]})
+    facts = [line[2:].strip() for line in prompt.splitlines() if line.startswith("- ")]
+    return json.dumps({"questions": [{"question": f"Tell me, {name}, about your life {k}?", "evidence": [facts[k]]} for k in range(3)]})
 
 
 def test_builder_excludes_training_characters_and_labels_turns(table, tmp_path):
@@ -63,11 +67,13 @@ def test_builder_excludes_training_characters_and_labels_turns(table, tmp_path):
             writer = re.search(r"Tell me, (.+?), about", prompt).group(1)
             if kind == "role_specific":
                 assert (label, source, writer) == (0, role.character_id, role.label)
-                assert evidence[0].startswith(f"evidence on {role.label}") and evidence[1:] == facts
+                cited = role.facts[int(prompt[-2])]  # the question's own evidence first, then the profile facts
+                assert evidence == [cited] + [f for f in facts if f != cited]
             else:
                 other = by_id[(source, role.lang)]
                 assert (label, writer) == (1, other.label) and source != role.character_id
                 assert evidence == facts
+        assert all(p in ("paired", "fallback") for p, k in zip(meta["pairings"], meta["turn_types"]) if k == "contrastive")
         # 4 candidates: the role and 3 distractors of its language, none trained on or not, all distinct
         cands = [Candidate.parse(c) for c in record["role_consist_cands"]]
         assert len(cands) == 4 and len({c.name for c in cands}) == 4

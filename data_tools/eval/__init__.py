@@ -9,5 +9,5 @@
 - `run`: answers + judgements + flags -> results file, resumable through the call cache.
 - `mtbench`: MT-Bench roleplay questions, two-turn answers, single-answer 1-10 grading.
 - `metrics`, `bootstrap`, `report`, `chart`: the comparison report with intervals and a bar chart.
-- `cli`: argument parsing only.
+- `cli`, `commands`: the `ditto-eval` entry point and one module per subcommand (options and summaries only).
 """

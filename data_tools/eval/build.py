@@ -27,9 +27,10 @@ from ditto_native import DittoError, normalize_text
 
 from data_tools.llm.runner import CallRunner
 from data_tools.simulation import pipeline as sim
-from data_tools.simulation.partners import choose_partners
+from data_tools.simulation.partners import plan_partners
 from data_tools.simulation.prompts import PromptTemplates
-from data_tools.simulation.roles import Role, cut_text
+from data_tools.sentences import truncate_at_sentence
+from data_tools.simulation.roles import Role
 from data_tools.simulation.seeding import rng_for, session_id
 
 
@@ -125,28 +126,16 @@ def build_sessions(
     """One evaluation record per chosen role that got enough questions, in the chosen order."""
     config = settings.simulation()
     report = sim.SimulationReport()
-    # Partners and turn planning exactly as `simulate` does them (data_tools.simulation.pipeline).
-    by_lang: dict[str, list[Role]] = {}
-    for role in chosen:
-        by_lang.setdefault(role.lang, []).append(role)
-    pool_by_lang: dict[str, list[Role]] = {}
-    for role in everyone:
-        pool_by_lang.setdefault(role.lang, []).append(role)
+    # Query simulation and turn planning exactly as `simulate` does them (data_tools.simulation.pipeline);
+    # only the answers are left out: the model under test writes those.
     calls_per_role = config.query_calls_per_role
-    pairs = []
-    for role in chosen:
-        candidates = by_lang[role.lang] if len(by_lang[role.lang]) > 1 else pool_by_lang.get(role.lang, [])
-        partners = choose_partners(role, candidates, calls_per_role, config.seed)
-        pairs.extend((role, j, partners[j] if partners else None) for j in range(calls_per_role))
+    partners = plan_partners(chosen, calls_per_role, config.seed, everyone)
+    pairs = [(role, j, partners[role.index][j] if partners[role.index] else None) for role in chosen for j in range(calls_per_role)]
     report.query_calls = len(pairs)
     runner.plan(len(pairs))
     asked = sim._ask_questions(pairs, runner, templates, config, report)
-    records = []
-    for role in chosen:
-        plan = sim._plan_turns(role, pairs, asked, by_lang[role.lang], config, report)
-        if plan is None:
-            continue
-        records.append(_record(plan, everyone, settings, runner.backend.model_name))
+    plans = sim.plan_sessions(chosen, partners, asked, config, report)
+    records = [_record(plan, everyone, settings, runner.backend.model_name) for plan in plans if plan is not None]
     report.sessions = len(records)
     report.turns = len(records) * config.turns
     return records, report
@@ -172,9 +161,10 @@ def _record(plan, everyone: Sequence[Role], settings: BuildSettings, builder: st
             "description": role.description,
             "lang": role.lang,
             "category": role.category,
-            "summary": cut_text(role.profile, settings.summary_chars),
+            "summary": truncate_at_sentence(role.profile, settings.summary_chars),
             "turn_types": list(plan.turn_types),
             "question_sources": [q.source for q in plan.questions],
+            "pairings": list(plan.pairings),
             "builder": builder,
             "seed": settings.seed,
         },

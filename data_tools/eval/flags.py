@@ -21,11 +21,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import ditto_native
 import polars as pl
 
 from data_tools.cleaning import native
 from data_tools.cleaning.config import CleanConfig
-from data_tools.simulation.roles import Role
 
 FLAG_FIELDS = ("leak_flags", "identity_break_flags", "refusal_flags")
 
@@ -110,8 +110,4 @@ def judge_free_flags(sessions: Sequence[FlagSession], model_name: str, cfg: Clea
 
 
 def _system_line(s: FlagSession) -> str:
-    role = Role(
-        index=0, character_id="", lang=s.lang, category="", label=s.label, description=s.description,
-        profile="", facts=(), era=None, domain=frozenset(),
-    )
-    return role.system_message()
+    return ditto_native.system_message(s.label, s.description, s.lang)

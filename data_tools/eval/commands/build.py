@@ -34,7 +34,6 @@ def register(sub) -> None:
     p.add_argument("--max-query-tokens", type=int, default=768, help="token limit for a question-writing reply (default 768)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1, off)")
-    p.add_argument("--profile-chars", type=int, default=4000, help="profile text shown to the model, in characters (default 4000)")
     p.add_argument("--query-template", type=Path, help="Jinja file replacing the built-in query prompt")
     http_options(p)
     p.set_defaults(func=_build)
@@ -58,8 +57,6 @@ def _build(args) -> int:
     )
     settings.check()
     settings.simulation()
-    if args.profile_chars < 100:
-        raise DittoError(f"--profile-chars must be >= 100 (got {args.profile_chars})")
     spec = spec_from_args(args, judge=False)
     retry = check_http_options(args)
     prompts = EvalPrompts({"query": args.query_template})
@@ -70,7 +67,7 @@ def _build(args) -> int:
         raise
     except Exception as exc:  # polars raises several types for a file that is not Parquet
         raise DittoError(f"{args.characters}: cannot read as Parquet: {' '.join(str(exc).split())[:200]}") from None
-    everyone = roles_from_table(table, source=str(args.characters), profile_chars=args.profile_chars)
+    everyone = roles_from_table(table, source=str(args.characters))
     trained = training_ids(args.exclude_from)
     chosen = held_out(everyone, trained, settings.n)
     excluded = sum(r.character_id in trained for r in everyone)
