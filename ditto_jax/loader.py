@@ -18,14 +18,15 @@ import dataclasses
 import importlib.metadata
 from pathlib import Path
 
-import jax.numpy as jnp
+from typing import TYPE_CHECKING
 
-from ditto_jax.model import CausalLM
 from ditto_jax.tokenizer import TokenizerBundle, tokenizer_from_gguf, tokenizer_from_hf_dir
 from ditto_jax.train.run_dir import CHECKPOINTS, MODEL, step_dir_of
-from ditto_jax.weights.gguf import architecture, load_gguf, open_gguf
-from ditto_jax.weights.hf import load_hf_dir
+from ditto_jax.weights.gguf import architecture, open_gguf
 from ditto_native import DittoError
+
+if TYPE_CHECKING:  # jax and flax load with the weights only: resolving a reference or a tokenizer stays light
+    from ditto_jax.model import CausalLM
 
 # Built-in names -> (distribution, file inside it).
 BUILTIN_MODELS = {
@@ -45,7 +46,12 @@ class ResolvedRef:
     kind: str  # "gguf" | "hf" | "checkpoint"
     path: Path
 
-    def load_model(self, *, dtype=jnp.float32) -> tuple[CausalLM, TokenizerBundle]:
+    def load_model(self, *, dtype=None) -> tuple[CausalLM, TokenizerBundle]:
+        """Weights with parameters and activations in `dtype` (default float32), and the tokenizer."""
+        if dtype is None:
+            import jax.numpy as jnp
+
+            dtype = jnp.float32
         return _LOADERS[self.kind][0](self.path, dtype)
 
     def load_tokenizer(self) -> TokenizerBundle:
@@ -72,7 +78,7 @@ def resolve_model_ref(ref: str) -> ResolvedRef:
     raise DittoError(f"{ref}: no such model ({', '.join(BUILTIN_MODELS)}, a Hugging Face directory, a .gguf file or a training checkpoint)")
 
 
-def load_model(ref: str, *, dtype=jnp.float32) -> tuple[CausalLM, TokenizerBundle]:
+def load_model(ref: str, *, dtype=None) -> tuple[CausalLM, TokenizerBundle]:
     """Weights (parameters and activations in `dtype`) and tokenizer of a model reference."""
     return resolve_model_ref(str(ref)).load_model(dtype=dtype)
 
@@ -90,6 +96,8 @@ def _builtin_path(name: str) -> Path:
 
 
 def _load_gguf(path: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
+    from ditto_jax.weights.gguf import load_gguf
+
     reader = open_gguf(path)
     architecture(reader, path)  # an unsupported model is the clearer error, so check it first
     bundle = tokenizer_from_gguf(reader, path)
@@ -102,6 +110,8 @@ def _load_gguf_tokenizer(path: Path) -> TokenizerBundle:
 
 
 def _load_hf(path: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
+    from ditto_jax.weights.hf import load_hf_dir
+
     bundle = tokenizer_from_hf_dir(path)
     _, model = load_hf_dir(path, dtype=dtype)
     return model, bundle

@@ -60,3 +60,16 @@ def test_top_level_help_lists_every_subcommand(cli, capsys):
     out = capsys.readouterr().out
     for name, (_, summary) in cli.SUBCOMMANDS.items():
         assert name in out and summary[:30] in out
+
+
+def test_loading_a_tokenizer_imports_no_jax():
+    """`ditto-data tokenize` needs only the tokenizer: resolving `smollm2` and building it loads no jax or flax."""
+    code = (
+        "import sys\n"
+        "from ditto_jax.tokenizer import load_tokenizer\n"
+        "bundle = load_tokenizer('smollm2')\n"
+        "assert bundle.encode('hello') and bundle.chat_template is not None\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert not set(out.stdout.split()) & {"jax", "flax", "orbax"}

@@ -18,17 +18,18 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax.numpy as jnp
 import numpy as np
 from gguf import GGUFReader, GGUFValueType
 from gguf.quants import dequantize
 
 from ditto_jax.config import ModelConfig
-from ditto_jax.model import CausalLM
-from ditto_jax.weights.table import TensorEntry, fill_model
 from ditto_native import DittoError
+
+if TYPE_CHECKING:  # jax and flax load only with the weights, so a tokenizer alone stays light
+    from ditto_jax.model import CausalLM
+    from ditto_jax.weights.table import TensorEntry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +188,8 @@ def gguf_name(hf_key: str) -> str | None:
 
 def hf_entries(reader: GGUFReader, cfg: ModelConfig, spec: GGUFArch) -> tuple[dict[str, TensorEntry], list[str]]:
     """GGUF tensors renamed to HF keys, dequantized to float32 when loaded."""
+    from ditto_jax.weights.table import TensorEntry
+
     entries: dict[str, TensorEntry] = {}
     problems: list[str] = []
     for tensor in reader.tensors:
@@ -214,8 +217,13 @@ def _hf_key(gguf_name: str) -> str | None:
     return None
 
 
-def load_gguf(path: str | Path, *, dtype=jnp.float32, param_dtype=None, reader: GGUFReader | None = None) -> tuple[ModelConfig, CausalLM, GGUFReader]:
-    """Config and float32-dequantized weights of a GGUF file as a `CausalLM`."""
+def load_gguf(path: str | Path, *, dtype=None, param_dtype=None, reader: GGUFReader | None = None) -> tuple[ModelConfig, CausalLM, GGUFReader]:
+    """Config and float32-dequantized weights of a GGUF file as a `CausalLM` (`dtype` default float32)."""
+    import jax.numpy as jnp
+
+    from ditto_jax.weights.table import fill_model
+
+    dtype = jnp.float32 if dtype is None else dtype
     reader = reader or open_gguf(path)
     spec = architecture(reader, path)
     cfg = ModelConfig.from_hf_config(hf_config_from_gguf(reader, path), source=str(path))
