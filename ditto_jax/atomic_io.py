@@ -28,7 +28,7 @@ def fsync_path(path: str | Path) -> None:
         for child in sorted(path.rglob("*")):
             if child.is_file():
                 _fsync_file(child)
-        _fsync_dir(path)
+        fsync_dir(path)
     else:
         _fsync_file(path)
 
@@ -41,7 +41,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
+    """Make a directory's entries (a new file, a rename) durable."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:  # some filesystems refuse to open directories; nothing to sync then
@@ -79,7 +80,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             _remove(old)
         else:
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         _remove(tmp)
 

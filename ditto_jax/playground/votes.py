@@ -28,6 +28,7 @@ import threading
 from collections.abc import Collection
 from pathlib import Path
 
+from ditto_jax.atomic_io import fsync_dir
 from ditto_native import DittoError
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class VoteLog:
             raise DittoError(f"--votes {self.path}: cannot open for appending ({exc.strerror})") from None
         self._trim_partial_line()
         if created:  # the new directory entry must survive a crash too
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def _trim_partial_line(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -125,11 +126,3 @@ class VoteLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
