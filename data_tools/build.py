@@ -280,7 +280,7 @@ def run_build(config_path: Path | None, *, run_stage: Callable[[str, list[str]],
             state[plan.name] = {"key": key, "status": "running"}
             _write_state(out_dir, state)
             if plan.name == "eval":
-                log(f"[build] eval: seed against tuned on held-out characters", file=sys.stderr)
+                log("[build] eval: seed against tuned on held-out characters", file=sys.stderr)
                 rc = loop.run_eval_stage(
                     plan.settings, characters=plan.inputs[0], dialogues=plan.inputs[1], tuned=plan.inputs[2],
                     eval_dir=plan.outputs[0].parent, log=lambda m: log(m, file=sys.stderr),

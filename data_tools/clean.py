@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from data_tools.cleaning import clean_dialogues, load_config
 from data_tools.cleaning.report import build_report
 from data_tools.cleaning.schema import read_dialogues
+from ditto_jax.atomic_io import atomic_path, write_text_atomic
 
 _HELP_POLICY = (
     "A failed turn is dropped while at least min_turns (default 2) turns remain; otherwise the whole "
@@ -47,11 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    """Writes via a temporary file so that a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
+    """Writes via the one atomic writer, so that a crash never leaves half a file."""
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
         _write_parquet(result.quarantine, args.quarantine)
         files = {"in": str(args.input), "out": str(args.out), "quarantine": str(args.quarantine)}
         report = build_report(result.stats, result.quarantine, cfg, files)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(report_path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
         bar.update()
     print(result.stats.summary())
     print(f"report: {report_path}")

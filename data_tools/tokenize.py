@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ditto_jax.atomic_io import atomic_path
 from ditto_native import ChatEncoder, DittoError, SftPacker
 
 SESSION_COLUMNS = ("session_id", "system", "messages")
@@ -192,23 +192,11 @@ def _write_split(table: pa.Table, folder: Path, seq_len: int) -> list[str]:
 def write_shards(shards: Shards, out_dir: Path, manifest: dict[str, Any]) -> None:
     """Write train/, heldout/ and manifest.json into a temporary folder beside
     `out_dir`, then move it into place, so `out_dir` is never half written."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    files = {split: _write_split(shards.tables[split], tmp / split, manifest["seq_len"]) for split in SPLITS}
-    manifest = {**manifest, "files": files}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old.exists():
-        shutil.rmtree(old)
+    with atomic_path(out_dir) as tmp:  # the folder appears whole, in one rename
+        tmp.mkdir()
+        files = {split: _write_split(shards.tables[split], tmp / split, manifest["seq_len"]) for split in SPLITS}
+        manifest = {**manifest, "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def count_languages(path: Path) -> dict[str, int]:

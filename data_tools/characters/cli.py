@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -76,10 +75,10 @@ def _config(args: argparse.Namespace) -> CharactersConfig:
 
 
 def _write_atomically(table, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.write_parquet(tmp)
-    os.replace(tmp, out)
+    from ditto_jax.atomic_io import atomic_path
+
+    with atomic_path(out) as tmp:
+        table.write_parquet(tmp)
 
 
 def run(args: argparse.Namespace) -> int:
