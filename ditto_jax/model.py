@@ -43,6 +43,7 @@ from flax import nnx
 
 from ditto_jax.attention import IMPLEMENTATIONS, attend, masked_attention
 from ditto_jax.config import ModelConfig, rope_inv_freq
+from ditto_jax.quant import dequantize_layer
 from ditto_jax.sharding import ACT_BTD, constrain
 from ditto_native import DittoError
 
@@ -112,14 +113,37 @@ class DecoderLayers(nnx.Module):
         self.w_down_lfd = weight(L, F, D)
 
     def arrays(self) -> dict[str, jax.Array]:
-        """The present weights as plain arrays, keyed by attribute name (scan input)."""
-        return {name: value[...] for name, value in vars(self).items() if isinstance(value, nnx.Param)}
+        """The present weights as plain arrays, keyed by attribute name (scan input).
+
+        With LoRA (`ditto_jax.lora`) these include the adapters, any quantized
+        base matrices and `lora_scale` (alpha / rank, repeated per layer).
+        """
+        out = {name: value[...] for name, value in vars(self).items() if isinstance(value, nnx.Variable)}
+        scale = getattr(self, "lora_scale", None)  # static: set by `ditto_jax.lora.attach`
+        if scale is not None:
+            out["lora_scale"] = jnp.full((self.attn_norm_ld.shape[0],), scale, jnp.float32)
+        return out
 
 
 def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
     """x @ w over the last axis: inputs in the weight's dtype (the compute dtype), float32 accumulation and result."""
     y = jnp.einsum("...d,dh->...h", x.astype(w.dtype), w, preferred_element_type=jnp.float32)
     return y if bias is None else y + bias.astype(jnp.float32)
+
+
+def adapted(x: jax.Array, p: dict, name: str, bias: jax.Array | None = None) -> jax.Array:
+    """`project(x, p[name], bias)` plus the LoRA update (x @ A) @ B * alpha / r when `p` holds adapters for it."""
+    y = project(x, p[name], bias)
+    a_name, b_name = adapter_names(name)
+    if a_name not in p:
+        return y
+    return y + project(project(x, p[a_name]), p[b_name]) * p["lora_scale"]
+
+
+def adapter_names(name: str) -> tuple[str, str]:
+    """`wq_ldh` [L, D, H] -> its LoRA factors' names: `wq_a_ldr` [L, D, r] and `wq_b_lrh` [L, r, H]."""
+    prefix, letters = name.rsplit("_", 1)
+    return f"{prefix}_a_{letters[:2]}r", f"{prefix}_b_{letters[0]}r{letters[2]}"
 
 
 # attn_fn(q [B, T, H, E], k [B, T, K, E], v [B, T, K, E]) -> (out [B, T, H, E], extra): attends to
@@ -136,23 +160,27 @@ def decoder_layer(cfg: ModelConfig, p: dict, x_btd: jax.Array, positions_bt: jax
     b, t, _ = x_btd.shape
     compute = p["wq_ldh"].dtype
     h = rms_norm(x_btd, p["attn_norm_ld"], cfg.rms_norm_eps)
-    q = project(h, p["wq_ldh"], p.get("bq_lh")).reshape(b, t, cfg.num_heads, cfg.head_dim)
-    k = project(h, p["wk_ldk"], p.get("bk_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    v = project(h, p["wv_ldk"], p.get("bv_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    q = adapted(h, p, "wq_ldh", p.get("bq_lh")).reshape(b, t, cfg.num_heads, cfg.head_dim)
+    k = adapted(h, p, "wk_ldk", p.get("bk_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    v = adapted(h, p, "wv_ldk", p.get("bv_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     if cfg.qk_norm:
         q = rms_norm(q, p["q_norm_le"], cfg.rms_norm_eps)
         k = rms_norm(k, p["k_norm_le"], cfg.rms_norm_eps)
     q = apply_rope(q, positions_bt, inv_freq)
     k = apply_rope(k, positions_bt, inv_freq)
     attn, extra = attn_fn(q.astype(compute), k.astype(compute), v.astype(compute))
-    x_btd = x_btd + project(attn.reshape(b, t, cfg.num_heads * cfg.head_dim), p["wo_lhd"])
+    x_btd = x_btd + adapted(attn.reshape(b, t, cfg.num_heads * cfg.head_dim), p, "wo_lhd")
     h = rms_norm(x_btd, p["mlp_norm_ld"], cfg.rms_norm_eps)
-    gated = jax.nn.silu(project(h, p["w_gate_ldf"])) * project(h, p["w_up_ldf"])
-    return x_btd + project(gated, p["w_down_lfd"]), extra
+    gated = jax.nn.silu(adapted(h, p, "w_gate_ldf")) * adapted(h, p, "w_up_ldf")
+    return x_btd + adapted(gated, p, "w_down_lfd"), extra
 
 
 def layer_weights(p: dict, dtype) -> dict:
-    """A layer's weights with the matrices (names starting with "w") in the compute dtype `dtype`."""
+    """A layer's weights with the matrices (names starting with "w") in the compute dtype `dtype`.
+
+    Quantized base matrices (QLoRA) are dequantized here, one layer at a time inside the scan.
+    """
+    p = dequantize_layer(p)
     return {name: w.astype(dtype) if name.startswith("w") else w for name, w in p.items()}
 
 
