@@ -218,12 +218,19 @@ class CausalLM(nnx.Module):
         )
 
     def _layer_fn(self):
+        """`decoder_layer` on a layer's stored weights: cast (and dequantized, for QLoRA) inside the
+        rematerialised function, so the backward pass recomputes them instead of keeping them."""
+        dtype = self.dtype
+
+        def layer(cfg, p, x, positions, inv_freq, attn_fn):
+            return decoder_layer(cfg, layer_weights(p, dtype), x, positions, inv_freq, attn_fn)
+
         policy = {False: "none", True: "full"}.get(self.remat, self.remat)
         if policy == "none":
-            return decoder_layer
+            return layer
         # save-matmuls keeps the weight matmuls' outputs, not the attention scores (batch-dim dots).
         saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "save-matmuls" else None
-        return jax.checkpoint(decoder_layer, static_argnums=(0, 5), policy=saveable)
+        return jax.checkpoint(layer, static_argnums=(0, 5), policy=saveable)
 
     def head_dv(self) -> jax.Array:
         """The output projection [D, V] in the compute dtype (the embedding's transpose when tied)."""
@@ -244,7 +251,7 @@ class CausalLM(nnx.Module):
             return attend(q, k, v, segment_ids_bt, impl=impl), None
 
         def body(x, p):
-            x, _ = layer(cfg, layer_weights(p, dtype), x, positions_bt, inv_freq, self_attention)
+            x, _ = layer(cfg, p, x, positions_bt, inv_freq, self_attention)
             return constrain(x, ACT_BTD), None
 
         x, _ = jax.lax.scan(body, x, self.layers.arrays())
@@ -264,7 +271,7 @@ class CausalLM(nnx.Module):
             return project(x, self.head_dv()), None
 
         # Generation: a thin driver of the same layer, scanned with the cache carried.
-        cfg, dtype = self.cfg, self.dtype
+        cfg = self.cfg
         if segment_ids_bt is None:
             segment_ids_bt = jnp.ones_like(tokens_bt)
         x = self.embed_vd[...][tokens_bt].astype(jnp.float32)  # [B, T, D]
@@ -286,7 +293,7 @@ class CausalLM(nnx.Module):
                 v_l = jax.lax.dynamic_update_slice(v_all[li], v.astype(v_all.dtype), (0, start, 0, 0))
                 return masked_attention(q, k_l.astype(q.dtype), v_l.astype(q.dtype), mask), (k, v)
 
-            x, (k, v) = layer(cfg, layer_weights(p, dtype), x, positions_bt, inv_freq, cached_attention)
+            x, (k, v) = layer(cfg, p, x, positions_bt, inv_freq, cached_attention)
             # Write only the new slots back; XLA updates the carried cache in place.
             k_all = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (li, 0, start, 0, 0))
             v_all = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (li, 0, start, 0, 0))

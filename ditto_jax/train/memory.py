@@ -9,6 +9,8 @@ in one line before spending minutes compiling. It adds:
 - with LoRA (`lora_params` > 0): the frozen base (its layer matrices in
   `quantize_base` bytes when quantized) plus the adapters, and gradients and
   AdamW moments for the adapters only;
+  a quantized base is dense one layer at a time only with remat (full or
+  save-matmuls); with none, every dequantized layer is kept for the backward;
 - activations kept for the backward pass, which depend on the remat policy:
   ``none`` keeps every layer's intermediates, ``full`` only each layer's input,
   ``save-matmuls`` each layer's weight-matmul outputs (not attention scores);
@@ -131,6 +133,8 @@ def estimate_memory(
     per_layer = _layer_saved_bytes_per_token(cfg, t, remat, attention, s, tensor)
     # Embedding output, final-norm hidden states, and the loss's saved d(loss)/d(hidden) in f32.
     activations = cfg.num_layers * tokens * per_layer + tokens * d * (2 * s + 4)
+    if quantized and remat == "none":  # without remat the backward pass keeps every dequantized layer
+        activations += quantized * s / param_shards
 
     # One layer in the backward pass: its recomputed (or kept) intermediates, their
     # gradients, plus the attention scores in flight.
