@@ -94,9 +94,18 @@ def jax_worker(spec: dict) -> dict:
         remat=spec["remat"], attention=spec["attention"], mesh=MeshConfig(data=1, fsdp=1, tensor=1),
     )
     tx, schedule = make_optimizer(train_cfg, spec["steps"] + 1)
-    graphdef, params = nnx.split(model)
-    del model
-    state = init_state(params, tx)
+    if spec.get("lora_rank"):  # adapters on every projection; the base frozen outside the optimizer
+        from ditto_jax import lora
+
+        lora.attach(model, lora.LoRASpec(spec["lora_rank"], 2.0 * spec["lora_rank"], tuple(lora.TARGETS)))
+        graphdef, params, frozen = lora.split(model)
+        del model
+        state = {**init_state(params, tx), "frozen": frozen}
+    else:
+        graphdef, params = nnx.split(model)
+        del model
+        state = init_state(params, tx)
+    optimizer_bytes = sum(x.nbytes for x in jax.tree.leaves(state["opt_state"]))
     step = make_train_step(graphdef, tx, schedule)
     ids = random_batch(cfg.vocab_size, b, t)
     batch = {
@@ -120,6 +129,7 @@ def jax_worker(spec: dict) -> dict:
         "side": "ditto-jax", "first_step_s": compile_and_first, "step_s": times, "losses": losses,
         "flops_per_token": flops_per_token(cfg, t), "params": cfg.num_params(),
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "device": jax.devices()[0].device_kind,
+        "optimizer_bytes": optimizer_bytes,
     }
     if spec.get("probe"):
         out["peak_flops"], out["peak_source"] = (
@@ -271,7 +281,9 @@ def main() -> int:
     print(f"throughput: {model}, {batch} x {seq} tokens, AdamW, float32 ...", file=sys.stderr, flush=True)
     ours = run_worker(dict(common, side="jax", dtype="float32", remat="none", attention="auto", probe=True))
     theirs = run_worker(dict(common, side="torch", threads=args.torch_threads))
-    for r in (ours, theirs):
+    print(f"throughput: {model}, LoRA rank 16 ...", file=sys.stderr, flush=True)
+    lora = run_worker(dict(common, side="jax", dtype="float32", remat="none", attention="auto", lora_rank=16))
+    for r in (ours, theirs, lora):
         if "error" in r:
             print(f"throughput worker failed: {r['error']}")
             return 1
@@ -300,6 +312,11 @@ def main() -> int:
         print(f"{name:<20} | {tps:>9.1f} | {tps * flops_tok / peak:>6.1%} | {r['peak_rss'] / GIB:>7.2f} G | "
               f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}")
     print(f"ratio ditto-jax / transformers: {ours_tps / theirs_tps:.2f}x (target >= 1.0x)")
+    print(f"\nFull fine-tuning against LoRA rank 16 (q,k,v,o,gate,up,down), {model} float32, {batch} x {seq} tokens:")
+    print(f"{'ditto-jax':<20} | {'tokens/s':>9} | {'peak RSS':>9} | {'optimizer state':>15} | first -> last loss")
+    for name, r in (("full", ours), ("LoRA r16", lora)):
+        print(f"{name:<20} | {tokens_per_s(r, tokens):>9.1f} | {r['peak_rss'] / GIB:>7.2f} G | "
+              f"{r['optimizer_bytes'] / 2**20:>12.2f} MiB | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}")
     if probes:
         print(f"\nLongest row that trains at batch 1 within {args.mem_limit_gib:g} GiB peak RSS (remat full):")
         for attention, rows in probes.items():

@@ -8,7 +8,9 @@
   * a training checkpoint (`ditto-jax train`): a run directory means its newest
     step, or one step directory ``OUT/checkpoints/N``. Only the weights are read,
     not the optimizer state; the model config and tokenizer stored beside them
-    make it stand alone.
+    make it stand alone. A LoRA checkpoint holds adapters only: its base is
+    loaded from the reference in model/lora.json (sha256-checked) and the
+    adapters are merged into it as it loads.
 
     model, bundle = load_model("smollm2")
 """
@@ -120,6 +122,10 @@ def _load_hf(path: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
 def _load_checkpoint(step_dir: Path, dtype) -> tuple[CausalLM, TokenizerBundle]:
     from ditto_jax.train.checkpoint import load_checkpoint_model  # Orbax is imported only for checkpoints
 
+    if (step_dir / MODEL / "lora.json").is_file():  # adapters over a referenced base, merged on load
+        from ditto_jax.lora import load_merged
+
+        return load_merged(step_dir, dtype=dtype), _load_checkpoint_tokenizer(step_dir)
     return load_checkpoint_model(step_dir, dtype=dtype), _load_checkpoint_tokenizer(step_dir)
 
 

@@ -43,6 +43,7 @@ from flax import nnx
 
 from ditto_jax.attention import IMPLEMENTATIONS, attend, masked_attention
 from ditto_jax.config import ModelConfig, rope_inv_freq
+from ditto_jax.quant import dequantize_layer
 from ditto_jax.sharding import ACT_BTD, constrain
 from ditto_native import DittoError
 
@@ -112,14 +113,37 @@ class DecoderLayers(nnx.Module):
         self.w_down_lfd = weight(L, F, D)
 
     def arrays(self) -> dict[str, jax.Array]:
-        """The present weights as plain arrays, keyed by attribute name (scan input)."""
-        return {name: value[...] for name, value in vars(self).items() if isinstance(value, nnx.Param)}
+        """The present weights as plain arrays, keyed by attribute name (scan input).
+
+        With LoRA (`ditto_jax.lora`) these include the adapters, any quantized
+        base matrices and `lora_scale` (alpha / rank, repeated per layer).
+        """
+        out = {name: value[...] for name, value in vars(self).items() if isinstance(value, nnx.Variable)}
+        scale = getattr(self, "lora_scale", None)  # static: set by `ditto_jax.lora.attach`
+        if scale is not None:
+            out["lora_scale"] = jnp.full((self.attn_norm_ld.shape[0],), scale, jnp.float32)
+        return out
 
 
 def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
     """x @ w over the last axis: inputs in the weight's dtype (the compute dtype), float32 accumulation and result."""
     y = jnp.einsum("...d,dh->...h", x.astype(w.dtype), w, preferred_element_type=jnp.float32)
     return y if bias is None else y + bias.astype(jnp.float32)
+
+
+def adapted(x: jax.Array, p: dict, name: str, bias: jax.Array | None = None) -> jax.Array:
+    """`project(x, p[name], bias)` plus the LoRA update (x @ A) @ B * alpha / r when `p` holds adapters for it."""
+    y = project(x, p[name], bias)
+    a_name, b_name = adapter_names(name)
+    if a_name not in p:
+        return y
+    return y + project(project(x, p[a_name]), p[b_name]) * p["lora_scale"]
+
+
+def adapter_names(name: str) -> tuple[str, str]:
+    """`wq_ldh` [L, D, H] -> its LoRA factors' names: `wq_a_ldr` [L, D, r] and `wq_b_lrh` [L, r, H]."""
+    prefix, letters = name.rsplit("_", 1)
+    return f"{prefix}_a_{letters[:2]}r", f"{prefix}_b_{letters[0]}r{letters[2]}"
 
 
 # attn_fn(q [B, T, H, E], k [B, T, K, E], v [B, T, K, E]) -> (out [B, T, H, E], extra): attends to
@@ -136,23 +160,27 @@ def decoder_layer(cfg: ModelConfig, p: dict, x_btd: jax.Array, positions_bt: jax
     b, t, _ = x_btd.shape
     compute = p["wq_ldh"].dtype
     h = rms_norm(x_btd, p["attn_norm_ld"], cfg.rms_norm_eps)
-    q = project(h, p["wq_ldh"], p.get("bq_lh")).reshape(b, t, cfg.num_heads, cfg.head_dim)
-    k = project(h, p["wk_ldk"], p.get("bk_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    v = project(h, p["wv_ldk"], p.get("bv_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    q = adapted(h, p, "wq_ldh", p.get("bq_lh")).reshape(b, t, cfg.num_heads, cfg.head_dim)
+    k = adapted(h, p, "wk_ldk", p.get("bk_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    v = adapted(h, p, "wv_ldk", p.get("bv_lk")).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     if cfg.qk_norm:
         q = rms_norm(q, p["q_norm_le"], cfg.rms_norm_eps)
         k = rms_norm(k, p["k_norm_le"], cfg.rms_norm_eps)
     q = apply_rope(q, positions_bt, inv_freq)
     k = apply_rope(k, positions_bt, inv_freq)
     attn, extra = attn_fn(q.astype(compute), k.astype(compute), v.astype(compute))
-    x_btd = x_btd + project(attn.reshape(b, t, cfg.num_heads * cfg.head_dim), p["wo_lhd"])
+    x_btd = x_btd + adapted(attn.reshape(b, t, cfg.num_heads * cfg.head_dim), p, "wo_lhd")
     h = rms_norm(x_btd, p["mlp_norm_ld"], cfg.rms_norm_eps)
-    gated = jax.nn.silu(project(h, p["w_gate_ldf"])) * project(h, p["w_up_ldf"])
-    return x_btd + project(gated, p["w_down_lfd"]), extra
+    gated = jax.nn.silu(adapted(h, p, "w_gate_ldf")) * adapted(h, p, "w_up_ldf")
+    return x_btd + adapted(gated, p, "w_down_lfd"), extra
 
 
 def layer_weights(p: dict, dtype) -> dict:
-    """A layer's weights with the matrices (names starting with "w") in the compute dtype `dtype`."""
+    """A layer's weights with the matrices (names starting with "w") in the compute dtype `dtype`.
+
+    Quantized base matrices (QLoRA) are dequantized here, one layer at a time inside the scan.
+    """
+    p = dequantize_layer(p)
     return {name: w.astype(dtype) if name.startswith("w") else w for name, w in p.items()}
 
 
@@ -190,12 +218,19 @@ class CausalLM(nnx.Module):
         )
 
     def _layer_fn(self):
+        """`decoder_layer` on a layer's stored weights: cast (and dequantized, for QLoRA) inside the
+        rematerialised function, so the backward pass recomputes them instead of keeping them."""
+        dtype = self.dtype
+
+        def layer(cfg, p, x, positions, inv_freq, attn_fn):
+            return decoder_layer(cfg, layer_weights(p, dtype), x, positions, inv_freq, attn_fn)
+
         policy = {False: "none", True: "full"}.get(self.remat, self.remat)
         if policy == "none":
-            return decoder_layer
+            return layer
         # save-matmuls keeps the weight matmuls' outputs, not the attention scores (batch-dim dots).
         saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "save-matmuls" else None
-        return jax.checkpoint(decoder_layer, static_argnums=(0, 5), policy=saveable)
+        return jax.checkpoint(layer, static_argnums=(0, 5), policy=saveable)
 
     def head_dv(self) -> jax.Array:
         """The output projection [D, V] in the compute dtype (the embedding's transpose when tied)."""
@@ -216,7 +251,7 @@ class CausalLM(nnx.Module):
             return attend(q, k, v, segment_ids_bt, impl=impl), None
 
         def body(x, p):
-            x, _ = layer(cfg, layer_weights(p, dtype), x, positions_bt, inv_freq, self_attention)
+            x, _ = layer(cfg, p, x, positions_bt, inv_freq, self_attention)
             return constrain(x, ACT_BTD), None
 
         x, _ = jax.lax.scan(body, x, self.layers.arrays())
@@ -236,7 +271,7 @@ class CausalLM(nnx.Module):
             return project(x, self.head_dv()), None
 
         # Generation: a thin driver of the same layer, scanned with the cache carried.
-        cfg, dtype = self.cfg, self.dtype
+        cfg = self.cfg
         if segment_ids_bt is None:
             segment_ids_bt = jnp.ones_like(tokens_bt)
         x = self.embed_vd[...][tokens_bt].astype(jnp.float32)  # [B, T, D]
@@ -258,7 +293,7 @@ class CausalLM(nnx.Module):
                 v_l = jax.lax.dynamic_update_slice(v_all[li], v.astype(v_all.dtype), (0, start, 0, 0))
                 return masked_attention(q, k_l.astype(q.dtype), v_l.astype(q.dtype), mask), (k, v)
 
-            x, (k, v) = layer(cfg, layer_weights(p, dtype), x, positions_bt, inv_freq, cached_attention)
+            x, (k, v) = layer(cfg, p, x, positions_bt, inv_freq, cached_attention)
             # Write only the new slots back; XLA updates the carried cache in place.
             k_all = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype)[None], (li, 0, start, 0, 0))
             v_all = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype)[None], (li, 0, start, 0, 0))

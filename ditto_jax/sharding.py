@@ -28,6 +28,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 # Dimension letter of a parameter name -> logical axis.
 LETTER_AXES = {
     "l": "layers", "d": "embed", "f": "mlp", "h": "heads", "k": "kv_heads", "e": "head_dim", "v": "vocab",
+    "r": "lora_rank",
 }
 
 # Logical axis -> mesh axes (None: replicated). Parameters are sharded over fsdp on
@@ -40,6 +41,7 @@ LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
     "heads": ("tensor",),
     "kv_heads": ("tensor",),
     "head_dim": None,
+    "lora_rank": None,  # LoRA factors: sharded on their other side, like the matrix they adapt
     "vocab": ("tensor",),
     "batch": ("data", "fsdp"),
     "seq": None,

@@ -636,7 +636,7 @@ def test_bad_input_gives_one_line_errors(tiny_source, tmp_path, capsys):
         (["--model", src, "--out", taken], "already exists and is not empty"),
         (["--model", src, "--out", tmp_path / "a", "--dtype", "q8_0"], "q8_0 is for --format gguf"),
         (["--model", src, "--out", tmp_path / "a", "--dtype", "int4"], "--dtype int4 is not supported"),
-        (["--model", src, "--out", tmp_path / "a", "--format", "peft"], "peft export needs a LoRA run"),
+        (["--model", src, "--out", tmp_path / "a", "--format", "peft"], "--format peft needs a LoRA training run"),
         (["--model", src, "--out", tmp_path / "a", "--format", "onnx"], "unknown export format"),
         (["--model", tmp_path / "nowhere", "--out", tmp_path / "a"], "no such model"),
         (["--model", src, "--out", src, "--force"], "would replace the source model"),

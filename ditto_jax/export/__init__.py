@@ -27,15 +27,13 @@ from ditto_jax.weights.table import hf_entries
 from ditto_jax.weights.hf import DEFAULT_MAX_SHARD_BYTES, EXPORT_DTYPES, checkpoint_files, export_hf, open_safetensors, read_hf_config
 from ditto_native import DittoError
 
-FORMATS = ("hf", "gguf")
-DTYPES = {"hf": tuple(EXPORT_DTYPES), "gguf": tuple(GGUF_DTYPES)}
+FORMATS = ("hf", "gguf", "peft")
+DTYPES = {"hf": tuple(EXPORT_DTYPES), "gguf": tuple(GGUF_DTYPES), "peft": ("float32", "bfloat16", "float16")}
 _PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def check_request(fmt: str, dtype: str | None) -> None:
     """Refuse a format or dtype before anything is loaded."""
-    if fmt == "peft":
-        raise DittoError("peft export needs a LoRA run (none of the supported sources holds adapters)")
     if fmt not in FORMATS:
         raise DittoError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     if dtype is not None and dtype not in DTYPES[fmt]:
@@ -110,7 +108,10 @@ def export_model(
     force: bool = False,
     progress: bool = False,
 ) -> Path:
-    """Export model reference `ref` to `out` (a directory for hf, a file for gguf)."""
+    """Export model reference `ref` to `out` (a directory for hf and peft, a file for gguf).
+
+    A LoRA run exports merged (base + adapters) as hf or gguf, or as its adapters alone with peft.
+    """
     check_request(fmt, dtype)
     out = Path(out).expanduser()
     check_output(out, force)
@@ -122,6 +123,12 @@ def export_model(
     if fmt == "gguf" and out.is_dir():
         raise DittoError(f"{out}: is a directory; --format gguf writes one file (for example {out / 'model.gguf'})")
 
+    if fmt == "peft":  # the adapters alone, in PEFT's layout; a LoRA run's hf export merges them
+        from ditto_jax.export.peft import export_peft
+
+        if resolved.kind != "checkpoint" or not (resolved.path / MODEL / "lora.json").is_file():
+            raise DittoError(f"{ref}: --format peft needs a LoRA training run (lora.rank > 0); this source holds no adapters")
+        return export_peft(resolved.path, out, dtype=dtype or source_dtype(resolved))
     if fmt == "gguf":
         check_gguf_config(source_config(resolved))  # refuse before loading any weights
     stored = source_dtype(resolved)

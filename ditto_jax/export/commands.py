@@ -31,7 +31,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True, help="model reference to export")
     p.add_argument("--out", required=True, help="output: a directory for --format hf, a file for --format gguf")
-    p.add_argument("--format", default="hf", dest="fmt", metavar="{hf,gguf}", help="hf (default) or gguf")
+    p.add_argument(
+        "--format", default="hf", dest="fmt", metavar="{hf,gguf,peft}",
+        help="hf (default), gguf, or peft (a LoRA run's adapters: adapter_model.safetensors + adapter_config.json)",
+    )
+    p.add_argument("--merge", action="store_true", help="LoRA runs: merge the adapters into the base (the default for hf and gguf)")
     p.add_argument(
         "--dtype", default=None, metavar="DTYPE",
         help="weight dtype: float32, bfloat16 or float16; q8_0 for gguf only (default: the dtype the source stores)",
@@ -44,6 +48,8 @@ def register(subparsers) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from ditto_jax.export import export_model  # JAX is imported only when a command runs
 
+    if args.merge and args.fmt == "peft":
+        raise DittoError("--merge writes a whole model; --format peft writes the adapters alone: pass one of them")
     out = export_model(
         args.model, args.out, fmt=args.fmt, dtype=args.dtype, max_shard_bytes=parse_size(args.max_shard_size),
         force=args.force, progress=True,

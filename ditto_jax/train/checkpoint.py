@@ -31,6 +31,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from flax import nnx
 
+from ditto_jax.lora import LORA_FILE
 from ditto_jax.model import CausalLM, abstract_model
 from ditto_jax.train.run_dir import CONFIG_FILE, MODEL, OPT_STATE, PARAMS, TRAINER, complete_steps
 from ditto_jax.weights.hf import read_hf_config
@@ -46,11 +47,14 @@ class ModelFiles:
 
     hf_config: dict[str, Any]
     bundle: Any  # TokenizerBundle
+    lora: dict[str, Any] | None = None  # LoRA runs: lora.json, the spec and the base reference
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_FILE).write_text(json.dumps(self.hf_config, indent=2) + "\n", encoding="utf-8")
         self.bundle.save(folder)
+        if self.lora is not None:
+            (folder / LORA_FILE).write_text(json.dumps(self.lora, indent=2) + "\n", encoding="utf-8")
 
 
 class ModelFilesHandler(ocp.CheckpointHandler):

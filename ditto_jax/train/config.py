@@ -30,6 +30,9 @@ DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "save-matmuls")
 ATTENTION_IMPLS = ("auto", "dense", "chunked", "splash", "cudnn")
 MESH_AXES = ("data", "fsdp", "tensor")
+QUANTIZE_SCHEMES = ("none", "int8", "nf4")
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # ditto_jax.lora.TARGETS
+_TABLES = ("mesh", "lora")  # nested [tables] of TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,17 @@ class MeshConfig:
     data: int = 1  # pure data parallelism: parameters replicated
     fsdp: int = -1  # data parallelism with parameters and optimizer state sharded
     tensor: int = 1  # heads / FFN / vocab split across devices
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters (`ditto_jax.lora`); rank 0 is full fine-tuning."""
+
+    rank: int = 0  # adapter rank r; 0 = train every weight
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the adapters' input (only 0 is supported so far)
+    targets: str = "q,k,v,o,gate,up,down"  # adapted projections, comma-separated (a TOML list works too)
+    quantize_base: str = "none"  # frozen base stored as none, int8 (per channel) or nf4 (QLoRA)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +77,7 @@ class TrainConfig:
     remat: str = "none"  # per-layer rematerialisation: none, full, save-matmuls
     attention: str = "auto"  # auto, dense, chunked, splash (TPU), cudnn (GPU)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
     eval_every: int = 0  # held-out loss every N updates (and always at the end); 0 = end only
     save_every: int = 100  # checkpoint every N updates (and always at the end)
     keep: int = 3  # checkpoints kept (the newest)
@@ -78,10 +93,20 @@ class TrainConfig:
 
     def to_toml(self) -> str:
         """The resolved config as TOML (None values are left out: absent means unset)."""
-        flat = {k: v for k, v in self.to_dict().items() if k != "mesh" and v is not None}
+        flat = {k: v for k, v in self.to_dict().items() if k not in _TABLES and v is not None}
         lines = [f"{k} = {_toml_value(v)}" for k, v in flat.items()]
-        lines += ["", "[mesh]"] + [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(self.mesh).items()]
+        for table in _TABLES:
+            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(getattr(self, table)).items()]
         return "\n".join(lines) + "\n"
+
+    def lora_spec(self):
+        """The run's `ditto_jax.lora.LoRASpec`, or None for full fine-tuning."""
+        from ditto_jax.lora import LoRASpec
+
+        if self.lora.rank == 0:
+            return None
+        targets = tuple(t.strip() for t in self.lora.targets.split(",") if t.strip())
+        return LoRASpec(self.lora.rank, self.lora.alpha, targets, self.lora.quantize_base)
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -129,16 +154,22 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> TrainCon
     if not isinstance(mesh_raw, dict):
         raise DittoError(f"{source}: mesh must be a table with {', '.join(MESH_AXES)}")
     mesh = MeshConfig(**_typed_fields(MeshConfig, mesh_raw, prefix="mesh.", source=source))
-    return TrainConfig(**_typed_fields(TrainConfig, raw, prefix="", source=source), mesh=mesh)
+    lora_raw = raw.pop("lora", {})
+    if not isinstance(lora_raw, dict):
+        raise DittoError(f"{source}: lora must be a table with {', '.join(f.name for f in dataclasses.fields(LoRAConfig))}")
+    if isinstance(lora_raw.get("targets"), list):
+        lora_raw = {**lora_raw, "targets": ",".join(str(t) for t in lora_raw["targets"])}
+    lora = LoRAConfig(**_typed_fields(LoRAConfig, lora_raw, prefix="lora.", source=source))
+    return TrainConfig(**_typed_fields(TrainConfig, raw, prefix="", source=source), mesh=mesh, lora=lora)
 
 
 def _typed_fields(cls, raw: dict[str, Any], *, prefix: str, source: str) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "mesh"]
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in _TABLES]
     out = {}
     for key, value in raw.items():
         if key not in names:
-            allowed = ", ".join(prefix + n for n in names) + ("" if prefix else ", mesh.*")
+            allowed = ", ".join(prefix + n for n in names) + ("" if prefix else ", mesh.*, lora.*")
             raise DittoError(f"{source}: unknown key {prefix}{key} (known: {allowed})")
         out[key] = _coerce(value, hints[key], prefix + key, source)
     return out
@@ -224,6 +255,20 @@ def _check_values(c: TrainConfig) -> None:
             fail(f"mesh.{axis}", f"must be -1 or >= 1, got {size}")
     if sum(1 for s in sizes.values() if s == -1) > 1:
         fail("mesh", "may use -1 (the rest of the devices) on one axis only")
+    if c.lora.rank < 0:
+        fail("lora.rank", f"must be >= 0 (0 = full fine-tuning), got {c.lora.rank}")
+    if not c.lora.alpha > 0:
+        fail("lora.alpha", f"must be > 0, got {c.lora.alpha}")
+    if c.lora.dropout != 0:
+        fail("lora.dropout", f"must be 0 (adapter dropout is not implemented yet), got {c.lora.dropout}")
+    if c.lora.quantize_base not in QUANTIZE_SCHEMES:
+        fail("lora.quantize_base", f"must be one of {', '.join(QUANTIZE_SCHEMES)}, got {c.lora.quantize_base!r}")
+    if c.lora.quantize_base != "none" and c.lora.rank == 0:
+        fail("lora.quantize_base", "needs lora.rank > 0 (a quantized base cannot be fully fine-tuned)")
+    targets = [t.strip() for t in c.lora.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in LORA_TARGETS]
+    if unknown or not targets:
+        fail("lora.targets", f"has unknown target {unknown[0]!r} (known: {', '.join(LORA_TARGETS)})" if unknown else f"must name at least one of {', '.join(LORA_TARGETS)}")
 
 
 def resolve_mesh_shape(mesh: MeshConfig, num_devices: int) -> dict[str, int]:

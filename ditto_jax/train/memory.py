@@ -6,6 +6,11 @@ in one line before spending minutes compiling. It adds:
 - parameters, in `param_dtype`, split over `param_shards` devices (fsdp x tensor);
 - gradients, the same size (plus a float32 accumulator with gradient accumulation);
 - AdamW state: two float32 moments per parameter;
+- with LoRA (`lora_params` > 0): the frozen base (its layer matrices in
+  `quantize_base` bytes when quantized) plus the adapters, and gradients and
+  AdamW moments for the adapters only;
+  a quantized base is dense one layer at a time only with remat (full or
+  save-matmuls); with none, every dequantized layer is kept for the backward;
 - activations kept for the backward pass, which depend on the remat policy:
   ``none`` keeps every layer's intermediates, ``full`` only each layer's input,
   ``save-matmuls`` each layer's weight-matmul outputs (not attention scores);
@@ -34,6 +39,15 @@ from ditto_native import DittoError
 
 REMAT_POLICIES = ("none", "full", "save-matmuls")
 GIB = 1024**3
+# Bytes per base-matrix weight when quantized: int8 codes (+ per-channel scales, negligible);
+# nf4: a nibble plus a float32 absmax per block of 64.
+QUANT_BYTES = {"int8": 1.0, "nf4": 0.5 + 4 / 64}
+
+
+def base_matrix_params(cfg: ModelConfig) -> int:
+    """Weights in the decoder layers' seven projection matrices (what QLoRA quantizes)."""
+    d, f, e = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    return cfg.num_layers * (d * e * (2 * cfg.num_heads + 2 * cfg.num_kv_heads) + 3 * d * f)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +103,8 @@ def estimate_memory(
     param_shards: int = 1,
     tensor: int = 1,
     grad_accum: bool = False,
+    lora_params: int = 0,
+    quantize_base: str = "none",
     loss_chunk: int = 512,
     attention_block: int = 512,
 ) -> MemoryEstimate:
@@ -105,15 +121,20 @@ def estimate_memory(
         raise DittoError(f"remat: unknown policy {remat!r}; expected one of {', '.join(REMAT_POLICIES)}")
     p_bytes, s = jnp.dtype(param_dtype).itemsize, jnp.dtype(compute_dtype).itemsize
     n_params = cfg.num_params()
-    params = n_params * p_bytes / param_shards
-    grads = params + (n_params * 4 / param_shards if grad_accum else 0)
-    optimizer = 2 * n_params * 4 / param_shards
+    trained = lora_params or n_params
+    quantized = base_matrix_params(cfg) if lora_params and quantize_base != "none" else 0
+    base = 0 if not lora_params else (n_params - quantized) * p_bytes + quantized * QUANT_BYTES.get(quantize_base, 0)
+    params = (base + trained * p_bytes) / param_shards
+    grads = trained * p_bytes / param_shards + (trained * 4 / param_shards if grad_accum else 0)
+    optimizer = 2 * trained * 4 / param_shards
 
     b, t, d, v = micro_batch, seq_len, cfg.hidden_size, cfg.vocab_size
     tokens = b * t
     per_layer = _layer_saved_bytes_per_token(cfg, t, remat, attention, s, tensor)
     # Embedding output, final-norm hidden states, and the loss's saved d(loss)/d(hidden) in f32.
     activations = cfg.num_layers * tokens * per_layer + tokens * d * (2 * s + 4)
+    if quantized and remat == "none":  # without remat the backward pass keeps every dequantized layer
+        activations += quantized * s / param_shards
 
     # One layer in the backward pass: its recomputed (or kept) intermediates, their
     # gradients, plus the attention scores in flight.
@@ -128,6 +149,8 @@ def estimate_memory(
     # A loss chunk: logits, softmax and d(logits) in f32, plus the f32 head-gradient accumulator.
     loss = b * min(loss_chunk, t) * v * 3 * 4 + d * v * 4 / param_shards
     casts = (n_params * s / param_shards) if jnp.dtype(compute_dtype) != jnp.dtype(param_dtype) else 0
+    if quantized:  # one layer's matrices dequantized (float32) and cast, at a time
+        casts += quantized / cfg.num_layers * (4 + s) / param_shards
     workspace = max(layer_live + scores, loss) + casts
     return MemoryEstimate(int(params), int(grads), int(optimizer), int(activations), int(workspace))
 

@@ -31,11 +31,13 @@ from ditto_jax.attention import resolve_impl
 from ditto_jax.config import ModelConfig
 from ditto_jax.loader import resolve_model_ref
 from ditto_jax.model import abstract_model
-from ditto_jax.sharding import batch_sharding, host_to_global, make_mesh, process_rows
+from ditto_jax import lora as lora_lib
+from ditto_jax.sharding import batch_sharding, host_to_global, make_mesh, process_rows, tree_shardings
 from ditto_jax.tokenizer import TokenizerBundle, tokenizer_from_hf_dir
 from ditto_jax.train import flops as flops_lib
 from ditto_jax.train import memory as memory_lib
 from ditto_jax.train.checkpoint import ModelFiles, RunCheckpoints
+from ditto_native import DittoError
 from ditto_jax.train.config import TrainConfig, accumulation_steps, resolve_mesh_shape, total_steps
 from ditto_jax.train.data import COLUMNS, Shards, TrainStream, check_manifest, empty_rows, local_rows, open_shards
 from ditto_jax.train.metrics import append_metrics, plot_loss
@@ -80,6 +82,20 @@ def _load_start_model(cfg: TrainConfig):
     return resolve_model_ref(cfg.model).load_model(dtype=_DTYPES[cfg.param_dtype])
 
 
+def _check_same_base(ckpts: RunCheckpoints, lora_record: dict) -> None:
+    """A LoRA run resumes only on the base and adapter layout its checkpoints were trained with."""
+    for step in reversed(ckpts.steps()):
+        found = lora_lib.read_record(ckpts.directory / str(step) / MODEL)
+        if found is not None:
+            spec, base = found
+            if lora_lib.record(spec, base) != lora_record:
+                raise DittoError(
+                    f"{ckpts.directory / str(step)}: checkpoint was trained with LoRA {lora_lib.record(spec, base)}, "
+                    f"not {lora_record}; use another out directory"
+                )
+            return
+
+
 def _configure(model, cfg: TrainConfig, attention: str) -> None:
     """Training-time switches on the model; they live in its graphdef, not in the weights."""
     model.dtype = compute_dtype(cfg)
@@ -105,11 +121,17 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     # On resume the architecture comes from the run's checkpoint; the weights come with the restore.
     found = _run_model(ckpts)
     loaded = None
-    if found is None:
+    spec = cfg.lora_spec()
+    if found is None or spec is not None:  # LoRA always needs its base: checkpoints hold adapters only
         loaded, bundle = _load_start_model(cfg)
         model_cfg = loaded.cfg
     else:
         model_cfg, bundle = found
+    lora_record = None
+    if spec is not None:
+        lora_lib.check_spec(spec, model_cfg)
+        lora_record = lora_lib.record(spec, lora_lib.base_reference(cfg.model))
+        _check_same_base(ckpts, lora_record)
     check_manifest(shards.manifest, bundle, model_cfg, shards.path, seq_len=cfg.seq_len)
     seq_len = shards.seq_len
 
@@ -126,6 +148,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
         model_cfg, seq_len=seq_len, micro_batch=cfg.micro_batch, param_dtype=_DTYPES[cfg.param_dtype],
         compute_dtype=compute_dtype(cfg), remat=cfg.remat, attention=attention,
         param_shards=mesh_sizes["fsdp"] * mesh_sizes["tensor"], tensor=mesh_sizes["tensor"], grad_accum=accum > 1,
+        lora_params=lora_lib.adapter_params(model_cfg, spec) if spec else 0, quantize_base=spec.quantize_base if spec else "none",
     )
     tokens_per_step = cfg.global_batch * seq_len
     _say(
@@ -138,28 +161,44 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     memory_lib.check_fits(estimate, memory_lib.device_memory_bytes())
 
     mesh = make_mesh(mesh_sizes)
-    shell = abstract_model(model_cfg, dtype=compute_dtype(cfg), param_dtype=_DTYPES[cfg.param_dtype])
-    _configure(shell, cfg, attention)
-    graphdef, abstract_params = nnx.split(shell)
-    abstract_params = nnx.to_pure_dict(abstract_params)
+    frozen = None
+    if spec is None:
+        shell = abstract_model(model_cfg, dtype=compute_dtype(cfg), param_dtype=_DTYPES[cfg.param_dtype])
+        _configure(shell, cfg, attention)
+        graphdef, abstract_params = nnx.split(shell)
+        abstract_params = nnx.to_pure_dict(abstract_params)
+    else:  # adapters are trained; the (maybe quantized) base rides along in the state as `frozen`
+        lora_lib.attach(loaded, spec, seed=cfg.seed)
+        _configure(loaded, cfg, attention)
+        graphdef, adapters, frozen = lora_lib.split(loaded)
+        del loaded
+        abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), adapters)
+        frozen = _place(frozen, tree_shardings(frozen, mesh))
     abstract_state = jax.eval_shape(lambda p: init_state(p, tx), abstract_params)
     shardings = state_shardings(abstract_state, mesh)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
 
-    files = ModelFiles(model_cfg.to_hf_config(torch_dtype=cfg.param_dtype), bundle)
+    files = ModelFiles(model_cfg.to_hf_config(torch_dtype=cfg.param_dtype), bundle, lora_record)
     restored = ckpts.restore_latest(target)
     if restored is not None:
         start, state_parts, record = restored
         rows_consumed = int(record["rows_consumed"])
         state = {**state_parts, "step": jax.device_put(jnp.asarray(start, jnp.int32), shardings["step"])}
+        if frozen is not None:
+            state["frozen"] = frozen
         _say(f"resuming from {ckpts.directory / str(start)} (step {start}, {rows_consumed} rows consumed)")
     else:
-        if loaded is None:  # every checkpoint of the run was unreadable: start over from `model`
-            loaded, _ = _load_start_model(cfg)
-        params = _place(nnx.to_pure_dict(nnx.state(loaded, nnx.Param)), shardings["params"])
-        del loaded
+        if frozen is not None:
+            params = _place(adapters, shardings["params"])
+        else:
+            if loaded is None:  # every checkpoint of the run was unreadable: start over from `model`
+                loaded, _ = _load_start_model(cfg)
+            params = _place(nnx.to_pure_dict(nnx.state(loaded, nnx.Param)), shardings["params"])
+            del loaded
         init = jax.jit(lambda p: init_state(p, tx), out_shardings=shardings)
         state = init(params)
+        if frozen is not None:
+            state["frozen"] = frozen
         start, rows_consumed = 0, 0
 
     if primary:
@@ -175,7 +214,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     stream = TrainStream(shards.train, cfg.seed)
     rows_sharding = batch_sharding(mesh, 3, 1)
     batch_shape = (accum, per_pass, seq_len)
-    train_step, eval_step = _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape)
+    train_step, eval_step = _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape, frozen)
     lo, hi = process_rows(rows_sharding, batch_shape, 1)
     my_offsets = local_rows(accum, per_pass, lo, hi)
 
@@ -213,7 +252,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
                 }
                 last = step == total
                 if (last or (cfg.eval_every and step % cfg.eval_every == 0)) and shards.heldout.num_rows:
-                    heldout = record["heldout_loss"] = heldout_loss(eval_step, state["params"], shards, mesh, per_pass)
+                    eval_params = state["params"] if frozen is None else (state["params"], state["frozen"])
+                    heldout = record["heldout_loss"] = heldout_loss(eval_step, eval_params, shards, mesh, per_pass)
                 if primary and (step % cfg.log_every == 0 or "heldout_loss" in record or last):
                     append_metrics(out, record)
                     if "heldout_loss" in record or last:
@@ -246,7 +286,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     return RunSummary(step, total, loss, heldout, stop["requested"])
 
 
-def _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape):
+def _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape, frozen=None):
     """The train and evaluation steps, compiled ahead of time, with every process waiting for the others.
 
     Processes compile at different speeds, and CPU collectives (gloo) give up on
@@ -258,11 +298,15 @@ def _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape):
         sharding = batch_sharding(mesh, len(shape), batch_axis)
         return {c: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding) for c in COLUMNS}
 
+    # A LoRA state also carries `frozen`, the base, placed like the parameters it came from.
+    train_shardings = shardings if frozen is None else {**shardings, "frozen": tree_shardings(frozen, mesh)}
+    eval_sharding = shardings["params"] if frozen is None else (shardings["params"], train_shardings["frozen"])
+    eval_params = state["params"] if frozen is None else (state["params"], state["frozen"])
     with jax.set_mesh(mesh):
-        train_step = make_train_step(graphdef, tx, schedule, mesh=mesh, state_sharding=shardings)
-        eval_step = make_eval_step(graphdef, mesh=mesh, params_sharding=shardings["params"])
+        train_step = make_train_step(graphdef, tx, schedule, mesh=mesh, state_sharding=train_shardings)
+        eval_step = make_eval_step(graphdef, mesh=mesh, params_sharding=eval_sharding)
         train_step = train_step.lower(state, rows(batch_shape, 1)).compile()
-        eval_step = eval_step.lower(state["params"], rows((batch_shape[1], seq_len), 0)).compile()
+        eval_step = eval_step.lower(eval_params, rows((batch_shape[1], seq_len), 0)).compile()
     ocp.multihost.get_barrier_sync_fn()(key="ditto-train-compiled", timeout_ms=3_600_000)  # no-op for one process
     return train_step, eval_step
 

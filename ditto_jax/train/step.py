@@ -71,9 +71,12 @@ def state_shardings(state, mesh):
     return tree_shardings(state, mesh)
 
 
-def loss_sums(graphdef: nnx.GraphDef, params, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """(sum of target losses, number of counted targets) for rows [B, T]."""
-    model = nnx.merge(graphdef, params)
+def loss_sums(graphdef: nnx.GraphDef, params, batch: dict[str, jax.Array], frozen=None) -> tuple[jax.Array, jax.Array]:
+    """(sum of target losses, number of counted targets) for rows [B, T].
+
+    With LoRA, `params` are the adapters and `frozen` the base they adapt.
+    """
+    model = nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, frozen)
     hidden = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"])
     return lm_loss_sums(hidden, model.head_dv(), batch["input_ids"], batch["segment_ids"], batch["loss_mask"])
 
@@ -91,15 +94,25 @@ def make_train_step(
     `batch` holds each column as [accum, rows, seq]; the micro-batches along the
     first axis are scanned. With `mesh`, rows are sharded over (data, fsdp) and
     `state_sharding` (from `state_shardings`) places parameters and moments.
+    A LoRA state also holds `frozen`, the base: passed through, never differentiated.
     """
+
+    def grad_sums(params, micro, frozen):
+        def objective(p):
+            total, count = loss_sums(graphdef, p, micro, frozen)
+            return total, count
+
+        (total, count), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return total, count, grads
 
     def step(state, batch):
         params = state["params"]
+        frozen = state.get("frozen")
 
         def accumulate(carry, micro):
             g_sum, l_sum, n_sum = carry
             # Differentiate the sum, not a mean: the one division by the global count comes last.
-            (total, count), grads = jax.value_and_grad(lambda p: loss_sums(graphdef, p, micro), has_aux=True)(params)
+            total, count, grads = grad_sums(params, micro, frozen)
             g_sum = jax.tree.map(lambda a, g: a + g.astype(a.dtype), g_sum, grads)
             return (g_sum, l_sum + total, n_sum + count), None
 
@@ -118,7 +131,8 @@ def make_train_step(
             "lr": schedule(state["step"]),
             "targets": n_sum,
         }
-        return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+        new_state = {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}
+        return ({**new_state, "frozen": frozen} if frozen is not None else new_state), metrics
 
     if mesh is None:
         return jax.jit(step, donate_argnums=(0,))
@@ -131,7 +145,8 @@ def make_eval_step(graphdef: nnx.GraphDef, *, mesh=None, params_sharding=None) -
     """A jitted `(params, batch) -> (loss sum, target count)` for rows [rows, seq]."""
 
     def evaluate(params, batch):
-        return loss_sums(graphdef, params, batch)
+        # LoRA: `params` is the pair (adapters, frozen base).
+        return loss_sums(graphdef, params[0], batch, params[1]) if isinstance(params, tuple) else loss_sums(graphdef, params, batch)
 
     if mesh is None:
         return jax.jit(evaluate)
