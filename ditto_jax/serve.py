@@ -41,7 +41,7 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--model", action="append", required=True, metavar="REF",
-                   help="model reference: smollm2, a Hugging Face directory or a .gguf file; repeat to serve several")
+                   help="model reference: smollm2, a Hugging Face directory, a .gguf file, or a training run or checkpoint (LoRA adapters applied); repeat to serve several")
     p.add_argument("--served-model-name", action="append", metavar="NAME",
                    help="model id clients use, one per --model in the same order (default: the --model reference)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

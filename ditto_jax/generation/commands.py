@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         "generate", help="reply to one prompt; prints only the reply",
         description="Generate the assistant's reply to one user prompt. Stdout carries only the reply; logs go to stderr.",
     )
-    gen.add_argument("--model", required=True, help="model reference: smollm2, a Hugging Face directory or a .gguf file")
+    gen.add_argument("--model", required=True, help="model reference: smollm2, a Hugging Face directory, a .gguf file, or a training run or checkpoint (OUT, OUT/checkpoints/N)")
     gen.add_argument("--system", help="system message")
     gen.add_argument("--prompt", required=True, help="the user message")
     _sampling_args(gen, max_new_tokens=256)
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         "chat", help="multi-turn chat on stdin/stdout",
         description="Chat with a model: one user message per input line; /exit or end of input quits. History is kept.",
     )
-    chat.add_argument("--model", required=True, help="model reference: smollm2, a Hugging Face directory or a .gguf file")
+    chat.add_argument("--model", required=True, help="model reference: smollm2, a Hugging Face directory, a .gguf file, or a training run or checkpoint (OUT, OUT/checkpoints/N)")
     chat.add_argument("--system", help="system message")
     _sampling_args(chat, max_new_tokens=512)
     chat.set_defaults(func=run_chat)
