@@ -15,6 +15,7 @@ atomic; the directory fsync makes the rename itself durable).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -71,6 +72,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: the writer created nothing")
+        if tmp.is_file() and path.is_dir():  # name the user's path, not the temporary
+            raise IsADirectoryError(errno.EISDIR, "is a directory; expected a file path", str(path))
         fsync_path(tmp)
         if tmp.is_dir() and path.is_dir():
             old = path.with_name(f".{path.name}.{os.getpid()}.old")

@@ -68,3 +68,12 @@ def test_append_refuses_embedded_newline(tmp_path):
     with pytest.raises(ValueError):
         append_line_durable(tmp_path / "v.jsonl", "a\nb")
     assert not Path(tmp_path / "v.jsonl").exists()
+
+
+def test_a_directory_where_a_file_goes_names_the_directory(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError) as exc:
+        write_text_atomic(target, "x")
+    assert exc.value.filename == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -22,19 +22,21 @@ RESULT_FIELDS = {"messages", "consist_scores", "knowledge_scores", "reject_score
 
 
 def _loop_config(tmp: Path) -> Path:
-    (tmp / "permissive.toml").write_text(PERMISSIVE_CLEAN)
+    # SmolLM2 at a few tokens repeats itself; repetition checks off too, so rows survive to training.
+    repetition_off = "dup_line_frac = false\ndup_line_char_frac = false\ntop_ngram_char_frac = false\ndup_ngram_char_frac = false\n"
+    (tmp / "permissive.toml").write_text(PERMISSIVE_CLEAN + repetition_off)
     text = f"""
 out_dir = "{tmp / 'out'}"
 
 [characters]
 sample = true
 languages = ["en"]
-per_category = 2
+per_category = 3
 profile_chars = 400
 
 [simulate]
 model = "smollm2"
-limit = 2
+limit = 4
 turns = 2
 questions_per_pair = 2
 concurrency = 4
@@ -49,7 +51,7 @@ config = "permissive.toml"
 [tokenize]
 tokenizer = "smollm2"
 seq_len = 256
-heldout_fraction = 0.5
+heldout_fraction = 0.2
 
 [train]
 config = "cpu-demo"
