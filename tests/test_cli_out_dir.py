@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-import random
 
 from clean_factory import frame, good_session
 
