@@ -48,7 +48,7 @@ def duplicates_of(
     first, near = ditto_native.duplicates(
         _arrow(texts),
         None if groups is None else _arrow(groups),
-        exact=exact,
+        exact=bool(exact),  # a check turned off in the config arrives as None
         threshold=threshold,
         num_threads=cfg.threads,
         **cfg.lsh_settings(),
