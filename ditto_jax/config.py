@@ -95,6 +95,10 @@ class ModelConfig:
             raise DittoError(f"{source}: attention_bias=true is not supported for llama")
         if hf.get("use_sliding_window") and model_type in ("qwen2", "qwen3"):
             raise DittoError(f"{source}: use_sliding_window=true is not supported")
+        window, context = hf.get("sliding_window"), hf.get("max_position_embeddings", 8192)
+        if model_type == "mistral" and window and int(window) < int(context):
+            # Attention here is full causal: a window shorter than the context would change the model's outputs.
+            raise DittoError(f"{source}: sliding_window={window} is shorter than max_position_embeddings={context}; sliding-window attention is not supported")
         hidden_act = hf.get("hidden_act", "silu")
         if hidden_act != "silu":
             raise DittoError(f"{source}: hidden_act {hidden_act!r} is not supported (only silu)")

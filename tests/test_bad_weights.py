@@ -135,3 +135,14 @@ def test_unknown_reference(tmp_path):
     with pytest.raises(DittoError) as exc:
         load_model(str(tmp_path / "nowhere"))
     assert "no such model" in one_line_error(exc)
+
+
+def test_mistral_sliding_window_shorter_than_the_context_is_refused():
+    from ditto_jax.config import ModelConfig
+
+    hf = dict(model_type="mistral", vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768, sliding_window=4096)
+    with pytest.raises(DittoError, match=r"sliding_window=4096 is shorter than max_position_embeddings=32768"):
+        ModelConfig.from_hf_config(hf)
+    assert ModelConfig.from_hf_config({**hf, "sliding_window": None}).model_type == "mistral"
+    assert ModelConfig.from_hf_config({**hf, "sliding_window": 32768}).model_type == "mistral"
