@@ -66,11 +66,14 @@ def build_parser(prog: str, description: str, subcommands: Subcommands, argv: Se
     _add_common_flags(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = None if argv is None else chosen_subcommand(argv)
+    if chosen in subcommands:
+        # First, so that siblings the same module registers (generate and chat) are real, not placeholders.
+        importlib.import_module(subcommands[chosen][0]).register(subparsers)
     imported: set[str] = set()
     for name, (module, summary) in subcommands.items():
         if name in subparsers.choices:
             continue  # registered along with a sibling from the same module
-        if (argv is None or name == chosen) and module not in imported:
+        if argv is None and module not in imported:
             imported.add(module)
             importlib.import_module(module).register(subparsers)
         else:

@@ -67,3 +67,18 @@ def test_subcommand_keeps_its_own_flag(tmp_path, monkeypatch):
     parser = cli_common.build_parser("prog", "d", {"go": (mod, "")})
     assert isinstance(parser, argparse.ArgumentParser)
     assert parser.parse_args(["go", "--no-progress"]).no_progress is True
+
+
+def test_a_module_registering_several_subcommands_works_for_each(tmp_path, monkeypatch, capsys):
+    body = '''
+def register(subparsers):
+    for name in ("first", "second"):
+        p = subparsers.add_parser(name)
+        p.set_defaults(func=lambda args, name=name: print(name) or 0)
+'''
+    (tmp_path / "pair_cmd.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    commands = {"first": ("pair_cmd", "one"), "second": ("pair_cmd", "two")}
+    for name in ("first", "second"):
+        assert cli_common.run_main("prog", "d", commands, [name]) == 0
+        assert capsys.readouterr().out.strip() == name
