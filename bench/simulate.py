@@ -132,19 +132,20 @@ def simulate_once(engine, roles, everyone, batch: int, config, workdir: Path) ->
         return time.perf_counter() - start, report.turns
 
 
-def http_overhead(engine, bundle, calls: int, max_tokens: int) -> tuple[float, float]:
+def http_overhead(model, engine, bundle, calls: int, max_tokens: int) -> tuple[float, float]:
     """Median seconds per call through HTTP (client + server) and on the bare engine, same requests."""
     from data_tools.llm.http_backend import HttpBackend
     from data_tools.llm.types import ChatRequest
-    from ditto_jax.generation import GenerationRequest
-    from ditto_jax.serve import Batcher, ChatServer
+    from ditto_jax.generation import Engine, GenerationRequest
+    from ditto_jax.serving.app import ServedModel, create_app
+    from ditto_jax.serving.server import BackgroundServer
+    from ditto_jax.serving.worker import EngineWorker
 
-    server = ChatServer(("127.0.0.1", 0), batcher=Batcher(engine, max_batch=16, wait_s=0.01), tokenizer=bundle,
-                        served_name="smollm2", default_max_tokens=max_tokens)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    # The server drives its own engine on its worker thread (same weights); the bare path calls `engine` directly.
+    worker = EngineWorker(Engine(model, bundle, max_batch=16), batch_wait_s=0.01, name="bench-serve")
+    app = create_app([ServedModel("smollm2", worker, default_max_tokens=max_tokens)])
+    with BackgroundServer(app) as base_url:
+        url = f"{base_url}/v1"
         client = HttpBackend([url], "smollm2", concurrency=1)
         messages = [{"role": "user", "content": "Who are you? Answer in one sentence."}]
         chat = [ChatRequest.chat(messages, max_tokens=max_tokens, temperature=0.0, seed=i) for i in range(calls)]
@@ -167,10 +168,8 @@ def http_overhead(engine, bundle, calls: int, max_tokens: int) -> tuple[float, f
         http_s = statistics.median(h for h, _ in pairs)
         bare_s = statistics.median(b for _, b in pairs)
         client.close()
-        return http_s, bare_s
-    finally:
-        server.shutdown()
-        server.server_close()
+    worker.close()
+    return http_s, bare_s
 
 
 def main() -> int:
@@ -242,7 +241,7 @@ def main() -> int:
               f"off {rates['off']:.1f} turns/min, ratio {rates['on'] / rates['off']:.2f}x")
 
     # Few new tokens per call, so the engine's share is small and the HTTP path's own cost shows.
-    http_s, bare_s = http_overhead(engine, bundle, args.http_calls, max_tokens=args.http_tokens)
+    http_s, bare_s = http_overhead(model, engine, bundle, args.http_calls, max_tokens=args.http_tokens)
     print(f"per call (median of {args.http_calls}, {args.http_tokens} new tokens): HTTP client+server {http_s * 1000:.1f} ms, bare engine "
           f"{bare_s * 1000:.1f} ms, overhead {(http_s - bare_s) * 1000:.1f} ms/call, ratio {http_s / bare_s:.3f}x")
     return 0
