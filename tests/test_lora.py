@@ -344,8 +344,9 @@ MESH_STEPS = 4
 
 def mesh_config(root, model, shards, name, mesh, **keys):
     """LoRA with dropout, remat and chunked attention, 8 rows per update of 1-row micro-batches."""
-    return config(root, model, shards, name, LORA, steps=MESH_STEPS, global_batch=8, micro_batch=1, lr=5e-3,
-                  warmup_ratio=0.25, eval_every=2, save_every=2, attention="chunked", remat="full", mesh=mesh, **keys)
+    base = dict(steps=MESH_STEPS, global_batch=8, micro_batch=1, lr=5e-3, warmup_ratio=0.25, eval_every=2, save_every=2,
+                attention="chunked", remat="full", mesh=mesh)
+    return config(root, model, shards, name, LORA, **{**base, **keys})
 
 
 def train_cli(cfg, *sets, **env):
