@@ -286,8 +286,8 @@ class CausalLM(nnx.Module):
         weights = self.layers.arrays()
         if adapter_dropout is not None and adapter_dropout.rate > 0:
             # Scanned with the weights: layer l's row keys are fold_in(row key, l).
-            layer_ids = jnp.arange(cfg.num_layers)
-            weights["lora_dropout_keys"] = jax.vmap(lambda l: jax.vmap(lambda k: jax.random.fold_in(k, l))(adapter_dropout.row_keys))(layer_ids)
+            per_layer = jax.vmap(lambda l: jax.vmap(lambda k: jax.random.fold_in(k, l))(adapter_dropout.row_keys))
+            weights["lora_dropout_keys"] = per_layer(jnp.arange(cfg.num_layers))  # [L, B]
             weights["lora_dropout_rate"] = jnp.full((cfg.num_layers,), adapter_dropout.rate, jnp.float32)
         x, _ = jax.lax.scan(body, x, weights)
         return rms_norm(x, self.final_norm_d[...], cfg.rms_norm_eps).astype(dtype)
