@@ -14,6 +14,12 @@ by `jax.lax.scan`, so qwix has nothing to wrap. `LoRAParam` is its own variable
 type, so one filter, `nnx.split(model, nnx.LoRAParam, ...)`, separates the
 trainable adapters (what optax and the checkpoints see) from the frozen base.
 
+Dropout (`lora.dropout`, PEFT's `lora_dropout`) is applied to each adapter's
+input in the training step only (`model.adapted`, keys from
+`train.step.dropout_row_keys`): never in evaluation, generation, the merge or
+export, which see the adapters as trained. It is a training setting, not part of
+the adapter layout, so `LoRASpec` and `lora.json` do not carry it.
+
 QLoRA (`quantize_base`): the base matrices are replaced by `QuantizedBase`
 variables (`ditto_jax.quant`), dequantized one layer at a time in the scan.
 
@@ -87,6 +93,14 @@ def adapter_params(cfg: ModelConfig, spec: LoRASpec) -> int:
     """Number of adapter parameters."""
     dims = shapes(cfg)
     return sum(cfg.num_layers * spec.rank * sum(dims[TARGETS[t][0]]) for t in spec.targets)
+
+
+def dropout_inputs(cfg: ModelConfig, spec: LoRASpec, *, tensor: int = 1) -> float:
+    """Elements per token per layer, per device, that adapter dropout draws masks for: each target's input
+    width (the o and down inputs are split over `tensor`), for the memory estimate."""
+    split = {"wo_lhd": tensor, "w_down_lfd": tensor}
+    dims = shapes(cfg)
+    return sum(dims[TARGETS[t][0]][0] / split.get(TARGETS[t][0], 1) for t in spec.targets)
 
 
 def attach(model: CausalLM, spec: LoRASpec, *, seed: int = 0) -> CausalLM:

@@ -35,6 +35,7 @@ float32 everything is plain float32; with bf16 only matmul inputs are rounded.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Callable, NamedTuple
 
 import jax
@@ -132,12 +133,34 @@ def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Ar
 
 
 def adapted(x: jax.Array, p: dict, name: str, bias: jax.Array | None = None) -> jax.Array:
-    """`project(x, p[name], bias)` plus the LoRA update (x @ A) @ B * alpha / r when `p` holds adapters for it."""
+    """`project(x, p[name], bias)` plus the LoRA update (dropout(x) @ A) @ B * alpha / r when `p` holds adapters for it.
+
+    Dropout (PEFT's `lora_dropout`) acts on the adapter branch's input only, and
+    only when the training step put keys in `p` (`AdapterDropout`).
+    """
     y = project(x, p[name], bias)
     a_name, b_name = adapter_names(name)
     if a_name not in p:
         return y
+    if "lora_dropout_keys" in p:
+        x = _dropout(x, p["lora_dropout_keys"], p["lora_dropout_rate"], name)
     return y + project(project(x, p[a_name]), p[b_name]) * p["lora_scale"]
+
+
+class AdapterDropout(NamedTuple):
+    """LoRA dropout for one forward pass: `rate`, and one key per row [B] (see `train.step.dropout_row_keys`)."""
+
+    rate: float
+    row_keys: jax.Array
+
+
+def _dropout(x_btn: jax.Array, row_keys: jax.Array, rate: jax.Array, name: str) -> jax.Array:
+    """Inverted dropout of one adapter's input [B, T, N]; each row's mask comes from its own key, so it does
+    not depend on how rows are split into micro-batches or over devices. Every adapter draws its own mask."""
+    keep = 1.0 - rate
+    tag = zlib.crc32(name.encode()) & 0x7FFFFFFF
+    draw = jax.vmap(lambda key: jax.random.bernoulli(jax.random.fold_in(key, tag), keep, x_btn.shape[1:]))
+    return jnp.where(draw(row_keys), x_btn / keep.astype(x_btn.dtype), 0).astype(x_btn.dtype)
 
 
 def adapter_names(name: str) -> tuple[str, str]:
@@ -237,8 +260,14 @@ class CausalLM(nnx.Module):
         head = self.embed_vd[...].T if self.lm_head_dv is None else self.lm_head_dv[...]
         return head.astype(self.dtype)
 
-    def hidden_states(self, tokens_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array | None = None) -> jax.Array:
-        """Final-norm hidden states [B, T, D] of the training / scoring pass (causal within segments)."""
+    def hidden_states(
+        self, tokens_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array | None = None, *,
+        adapter_dropout: AdapterDropout | None = None,
+    ) -> jax.Array:
+        """Final-norm hidden states [B, T, D] of the training / scoring pass (causal within segments).
+
+        `adapter_dropout` (training steps only) drops LoRA adapter inputs; without it the pass is deterministic.
+        """
         cfg = self.cfg
         if segment_ids_bt is None:
             segment_ids_bt = jnp.ones_like(tokens_bt)
@@ -254,7 +283,13 @@ class CausalLM(nnx.Module):
             x, _ = layer(cfg, p, x, positions_bt, inv_freq, self_attention)
             return constrain(x, ACT_BTD), None
 
-        x, _ = jax.lax.scan(body, x, self.layers.arrays())
+        weights = self.layers.arrays()
+        if adapter_dropout is not None and adapter_dropout.rate > 0:
+            # Scanned with the weights: layer l's row keys are fold_in(row key, l).
+            per_layer = jax.vmap(lambda l: jax.vmap(lambda k: jax.random.fold_in(k, l))(adapter_dropout.row_keys))
+            weights["lora_dropout_keys"] = per_layer(jnp.arange(cfg.num_layers))  # [L, B]
+            weights["lora_dropout_rate"] = jnp.full((cfg.num_layers,), adapter_dropout.rate, jnp.float32)
+        x, _ = jax.lax.scan(body, x, weights)
         return rms_norm(x, self.final_norm_d[...], cfg.rms_norm_eps).astype(dtype)
 
     def __call__(

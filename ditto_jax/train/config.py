@@ -50,7 +50,7 @@ class LoRAConfig:
 
     rank: int = 0  # adapter rank r; 0 = train every weight
     alpha: float = 16.0  # the update is scaled by alpha / rank
-    dropout: float = 0.0  # dropout on the adapters' input (only 0 is supported so far)
+    dropout: float = 0.0  # dropout on each adapter's input, training steps only (PEFT's lora_dropout); in [0, 1)
     targets: str = "q,k,v,o,gate,up,down"  # adapted projections, comma-separated (a TOML list works too)
     quantize_base: str = "none"  # frozen base stored as none, int8 (per channel) or nf4 (QLoRA)
 
@@ -259,8 +259,10 @@ def _check_values(c: TrainConfig) -> None:
         fail("lora.rank", f"must be >= 0 (0 = full fine-tuning), got {c.lora.rank}")
     if not c.lora.alpha > 0:
         fail("lora.alpha", f"must be > 0, got {c.lora.alpha}")
-    if c.lora.dropout != 0:
-        fail("lora.dropout", f"must be 0 (adapter dropout is not implemented yet), got {c.lora.dropout}")
+    if not 0 <= c.lora.dropout < 1:
+        fail("lora.dropout", f"must be in [0, 1), got {c.lora.dropout}")
+    if c.lora.dropout > 0 and c.lora.rank == 0:
+        fail("lora.dropout", "needs lora.rank > 0 (it drops the adapters' input)")
     if c.lora.quantize_base not in QUANTIZE_SCHEMES:
         fail("lora.quantize_base", f"must be one of {', '.join(QUANTIZE_SCHEMES)}, got {c.lora.quantize_base!r}")
     if c.lora.quantize_base != "none" and c.lora.rank == 0:

@@ -11,6 +11,9 @@ in one line before spending minutes compiling. It adds:
   AdamW moments for the adapters only;
   a quantized base is dense one layer at a time only with remat (full or
   save-matmuls); with none, every dequantized layer is kept for the backward;
+  with LoRA dropout and remat none, each adapter's dropped input (compute
+  dtype) and its mask (1 byte) are kept too (`lora_dropout_inputs`); remat
+  recomputes them from the dropout keys;
 - activations kept for the backward pass, which depend on the remat policy:
   ``none`` keeps every layer's intermediates, ``full`` only each layer's input,
   ``save-matmuls`` each layer's weight-matmul outputs (not attention scores);
@@ -71,8 +74,11 @@ class MemoryEstimate:
         return f"total {self.total / GIB:.2f} GiB = {parts}"
 
 
-def _layer_saved_bytes_per_token(cfg: ModelConfig, seq_len: int, remat: str, attention: str, s: int, tensor: int) -> float:
-    """Bytes one layer keeps for its backward pass, per token of the micro batch."""
+def _layer_saved_bytes_per_token(cfg: ModelConfig, seq_len: int, remat: str, attention: str, s: int, tensor: int, dropped: float = 0) -> float:
+    """Bytes one layer keeps for its backward pass, per token of the micro batch.
+
+    `dropped`: elements per token of adapter inputs that LoRA dropout copies (kept only with remat none).
+    """
     d, f, e = cfg.hidden_size, cfg.intermediate_size / tensor, cfg.head_dim
     he, ke = cfg.num_heads * e / tensor, cfg.num_kv_heads * e / tensor
     heads = cfg.num_heads / tensor
@@ -83,7 +89,7 @@ def _layer_saved_bytes_per_token(cfg: ModelConfig, seq_len: int, remat: str, att
         # The layer input and the outputs of q, k, v, o, gate, up and down; scores are recomputed.
         return s * (d + he + 2 * ke + 2 * d + 2 * f)
     # none: norm inputs/outputs, q/k/v before and after RoPE, attention output, residuals, SwiGLU.
-    kept = s * (4 * d + 3 * he + 3 * ke + 3 * f)
+    kept = s * (4 * d + 3 * he + 3 * ke + 3 * f) + dropped * (s + 1)
     if dense:
         kept += heads * seq_len * (4 + s) + seq_len  # f32 probabilities, their cast, the mask
     else:
@@ -105,6 +111,7 @@ def estimate_memory(
     grad_accum: bool = False,
     lora_params: int = 0,
     quantize_base: str = "none",
+    lora_dropout_inputs: float = 0,
     loss_chunk: int = 512,
     attention_block: int = 512,
 ) -> MemoryEstimate:
@@ -114,6 +121,7 @@ def estimate_memory(
     last two are blockwise kernels, costed as chunked). `param_shards` is the
     number of devices the parameters and optimizer state are split over,
     `tensor` the tensor-parallel split of heads and ffn activations.
+    `lora_dropout_inputs`: with LoRA dropout, `ditto_jax.lora.dropout_inputs` (0 without).
 
     >>> estimate_memory(smollm2_cfg, seq_len=8192, micro_batch=1, remat="full", attention="chunked").describe()
     """
@@ -130,7 +138,7 @@ def estimate_memory(
 
     b, t, d, v = micro_batch, seq_len, cfg.hidden_size, cfg.vocab_size
     tokens = b * t
-    per_layer = _layer_saved_bytes_per_token(cfg, t, remat, attention, s, tensor)
+    per_layer = _layer_saved_bytes_per_token(cfg, t, remat, attention, s, tensor, lora_dropout_inputs)
     # Embedding output, final-norm hidden states, and the loss's saved d(loss)/d(hidden) in f32.
     activations = cfg.num_layers * tokens * per_layer + tokens * d * (2 * s + 4)
     if quantized and remat == "none":  # without remat the backward pass keeps every dequantized layer
@@ -139,7 +147,7 @@ def estimate_memory(
     # One layer in the backward pass: its recomputed (or kept) intermediates, their
     # gradients, plus the attention scores in flight.
     heads = cfg.num_heads / tensor
-    layer_live = 2 * tokens * _layer_saved_bytes_per_token(cfg, t, "none", "chunked", s, tensor)
+    layer_live = 2 * tokens * _layer_saved_bytes_per_token(cfg, t, "none", "chunked", s, tensor, lora_dropout_inputs)
     if attention == "dense":
         # Scores, probabilities and their gradient in f32 plus a cast copy, for the whole row at once.
         scores = b * heads * t * t * (3 * 4 + s)

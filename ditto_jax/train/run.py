@@ -149,6 +149,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
         compute_dtype=compute_dtype(cfg), remat=cfg.remat, attention=attention,
         param_shards=mesh_sizes["fsdp"] * mesh_sizes["tensor"], tensor=mesh_sizes["tensor"], grad_accum=accum > 1,
         lora_params=lora_lib.adapter_params(model_cfg, spec) if spec else 0, quantize_base=spec.quantize_base if spec else "none",
+        lora_dropout_inputs=lora_lib.dropout_inputs(model_cfg, spec, tensor=mesh_sizes["tensor"]) if spec and cfg.lora.dropout > 0 else 0,
     )
     tokens_per_step = cfg.global_batch * seq_len
     _say(
@@ -214,7 +215,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     stream = TrainStream(shards.train, cfg.seed)
     rows_sharding = batch_sharding(mesh, 3, 1)
     batch_shape = (accum, per_pass, seq_len)
-    train_step, eval_step = _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape, frozen)
+    dropout = cfg.lora.dropout if spec is not None else 0.0
+    train_step, eval_step = _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape, frozen, dropout, cfg.seed)
     lo, hi = process_rows(rows_sharding, batch_shape, 1)
     my_offsets = local_rows(accum, per_pass, lo, hi)
 
@@ -286,7 +288,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> RunSummary:
     return RunSummary(step, total, loss, heldout, stop["requested"])
 
 
-def _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape, frozen=None):
+def _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape, frozen=None, lora_dropout=0.0, seed=0):
     """The train and evaluation steps, compiled ahead of time, with every process waiting for the others.
 
     Processes compile at different speeds, and CPU collectives (gloo) give up on
@@ -303,7 +305,7 @@ def _compile_steps(graphdef, tx, schedule, mesh, shardings, state, batch_shape, 
     eval_sharding = shardings["params"] if frozen is None else (shardings["params"], train_shardings["frozen"])
     eval_params = state["params"] if frozen is None else (state["params"], state["frozen"])
     with jax.set_mesh(mesh):
-        train_step = make_train_step(graphdef, tx, schedule, mesh=mesh, state_sharding=train_shardings)
+        train_step = make_train_step(graphdef, tx, schedule, mesh=mesh, state_sharding=train_shardings, lora_dropout=lora_dropout, seed=seed)
         eval_step = make_eval_step(graphdef, mesh=mesh, params_sharding=eval_sharding)
         train_step = train_step.lower(state, rows(batch_shape, 1)).compile()
         eval_step = eval_step.lower(eval_params, rows((batch_shape[1], seq_len), 0)).compile()

@@ -11,6 +11,11 @@ counted target in the global batch divided by their number, however the rows
 are split into micro-batches and devices: micro-batches add loss sums, counts
 and gradients of the sum, and the division happens once, at the end. So 4
 micro-batches of 1 row give the update 1 micro-batch of 4 gives.
+
+LoRA dropout (`lora_dropout` > 0) is drawn in the train step only: each row's
+masks come from (seed, update number, the row's index in the global batch), so
+a resumed run draws the same masks as a straight one, and any mesh or split
+into micro-batches the same as one device. Evaluation never drops.
 """
 from __future__ import annotations
 
@@ -22,11 +27,13 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from ditto_jax.model import AdapterDropout
 from ditto_jax.sharding import batch_sharding, replicated, tree_shardings
 from ditto_jax.train.config import TrainConfig
 from ditto_jax.train.loss import lm_loss_sums
 
 BATCH_COLUMNS = ("input_ids", "loss_mask", "segment_ids", "positions")
+DROPOUT_STREAM = 0x64726F70  # folded into the seed for dropout keys, apart from the adapters' initialisation
 
 
 def lr_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
@@ -71,13 +78,21 @@ def state_shardings(state, mesh):
     return tree_shardings(state, mesh)
 
 
-def loss_sums(graphdef: nnx.GraphDef, params, batch: dict[str, jax.Array], frozen=None) -> tuple[jax.Array, jax.Array]:
+def dropout_row_keys(seed: int, step: jax.Array, first_row: jax.Array, rows: int) -> jax.Array:
+    """Keys [rows] for rows first_row .. first_row + rows - 1 of the global batch of update `step` (0-based)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM), step)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(first_row + jnp.arange(rows))
+
+
+def loss_sums(
+    graphdef: nnx.GraphDef, params, batch: dict[str, jax.Array], frozen=None, dropout: AdapterDropout | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """(sum of target losses, number of counted targets) for rows [B, T].
 
-    With LoRA, `params` are the adapters and `frozen` the base they adapt.
+    With LoRA, `params` are the adapters and `frozen` the base they adapt; `dropout` drops adapter inputs.
     """
     model = nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, frozen)
-    hidden = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"])
+    hidden = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"], adapter_dropout=dropout)
     return lm_loss_sums(hidden, model.head_dv(), batch["input_ids"], batch["segment_ids"], batch["loss_mask"])
 
 
@@ -88,18 +103,21 @@ def make_train_step(
     *,
     mesh=None,
     state_sharding=None,
+    lora_dropout: float = 0.0,
+    seed: int = 0,
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
     """A jitted `(state, batch) -> (state, metrics)`; the state is donated.
 
     `batch` holds each column as [accum, rows, seq]; the micro-batches along the
     first axis are scanned. With `mesh`, rows are sharded over (data, fsdp) and
     `state_sharding` (from `state_shardings`) places parameters and moments.
-    A LoRA state also holds `frozen`, the base: passed through, never differentiated.
+    A LoRA state also holds `frozen`, the base: passed through, never differentiated;
+    `lora_dropout` > 0 drops the adapters' inputs, with masks from `seed` (`dropout_row_keys`).
     """
 
-    def grad_sums(params, micro, frozen):
+    def grad_sums(params, micro, frozen, dropout):
         def objective(p):
-            total, count = loss_sums(graphdef, p, micro, frozen)
+            total, count = loss_sums(graphdef, p, micro, frozen, dropout)
             return total, count
 
         (total, count), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -109,10 +127,15 @@ def make_train_step(
         params = state["params"]
         frozen = state.get("frozen")
 
-        def accumulate(carry, micro):
+        def accumulate(carry, xs):
+            micro, index = xs
             g_sum, l_sum, n_sum = carry
+            dropout = None
+            if lora_dropout > 0:
+                rows = micro["input_ids"].shape[0]
+                dropout = AdapterDropout(lora_dropout, dropout_row_keys(seed, state["step"], index * rows, rows))
             # Differentiate the sum, not a mean: the one division by the global count comes last.
-            total, count, grads = grad_sums(params, micro, frozen)
+            total, count, grads = grad_sums(params, micro, frozen, dropout)
             g_sum = jax.tree.map(lambda a, g: a + g.astype(a.dtype), g_sum, grads)
             return (g_sum, l_sum + total, n_sum + count), None
 
@@ -120,7 +143,8 @@ def make_train_step(
         if state_sharding is not None:
             zeros = jax.lax.with_sharding_constraint(zeros, state_sharding["params"])
         init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-        (g_sum, l_sum, n_sum), _ = jax.lax.scan(accumulate, init, batch)
+        accum = batch["input_ids"].shape[0]
+        (g_sum, l_sum, n_sum), _ = jax.lax.scan(accumulate, init, (batch, jnp.arange(accum, dtype=jnp.int32)))
         denom = jnp.maximum(n_sum, 1.0)
         grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), g_sum, params)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
