@@ -48,7 +48,7 @@ from tqdm import tqdm
 import ditto_native
 from data_tools.cleaning.config import CleanConfig
 from data_tools.cleaning.schema import DIALOGUES_SCHEMA
-from data_tools.cleaning.synthetic import _SYLLABLES, near_duplicate_corpus, pair_scores
+from synthetic import SYLLABLES, near_duplicate_corpus, pair_scores  # bench/synthetic.py
 
 # The corpus holds lower-case ASCII words and Han characters only, so these
 # regexes and str.lower() tokenise exactly as the Rust shingler does on it.
@@ -230,7 +230,7 @@ def session_corpus(n: int, seed: int = 0) -> tuple[pl.DataFrame, list[int]]:
     session has its own character, so question dedupe leaves them alone and
     the session passes decide."""
     rng = random.Random(seed)
-    vocab = sorted({"".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(6000)})
+    vocab = sorted({"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(6000)})
 
     def base() -> list[tuple[str, list[str]]]:
         turns = []

@@ -42,12 +42,14 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, help="simulate only the first N character rows of each language (the same number per language)")
     p.add_argument("--turns", type=int, default=5, help="turns per session, exactly (default 5)")
     p.add_argument("--questions-per-pair", type=int, default=3, help="questions asked per (character, partner) pair (default 3)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (HTTP) or batch size (in-process) (default 8)")
+    p.add_argument("--concurrency", type=int, default=8, metavar="N", help="requests in flight (HTTP) or rows decoded together (in process) (default 8)")
     p.add_argument("--cache", type=Path, help="call cache (SQLite); default: beside --out, named <out>.calls.sqlite")
     p.add_argument("--report", type=Path, help="JSON report (per language: pairing, evidence, trimming); default: beside --out, named <out>.report.json")
     p.add_argument("--seed", type=int, default=0, help="seed for partners, turn plans and sampling (default 0)")
-    p.add_argument("--max-query-tokens", type=int, default=768, help="token limit for a question-writing reply; a reply cut by it does not parse and is asked for again (default 768)")
-    p.add_argument("--max-answer-tokens", type=int, default=256, help="token limit for an in-character answer (default 256)")
+    p.add_argument("--max-query-tokens", type=int, default=768, metavar="N", help="token limit for a question-writing reply; a reply cut by it does not parse and is asked for again (default 768)")
+    # Names: ditto_jax.cli_common's table; the old name stays as an alias with the same dest (build configs use it).
+    p.add_argument("--max-new-tokens", "--max-answer-tokens", dest="max_answer_tokens", type=int, default=256, metavar="N",
+                   help="token limit for an in-character answer (default 256)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1, off)")
     p.add_argument("--query-template", type=Path, help="Jinja file replacing the built-in query prompt")

@@ -8,6 +8,25 @@
   *before* anything imports jax (jax reads these variables once, at import).
 * One error handler: a project error (`DittoError`) or an OS error becomes one
   line on stderr and exit status 2, never a traceback.
+* One flag name per idea. A renamed flag keeps its old name as an alias with
+  the same `dest`, so scripts and `ditto-data build` config keys
+  (`max_answer_tokens`, ...) keep working:
+
+  --max-new-tokens        reply length limit in tokens (generate, chat, serve,
+                          simulate, eval run/mtbench); was --max-answer-tokens
+                          (simulate, eval) and --default-max-tokens (serve)
+  --max-query-tokens      the second limit of a command that also writes
+                          questions (simulate, eval build)
+  --judge-max-new-tokens  the judge's reply limit (eval run/mtbench); was
+                          --judge-max-tokens
+  --concurrency           generations in progress at once: HTTP requests in
+                          flight, or rows decoded together in process
+                          (simulate, eval build/run/mtbench, serve); was
+                          --max-batch (serve)
+  --judge-concurrency     the same for the judge (eval run/mtbench)
+
+  Training batch sizes are another idea: the trainer's config keys
+  `global_batch` and `micro_batch` (`ditto-jax train --set`).
 
 Import-light on purpose (standard library and `ditto_native` only): `data_tools`
 uses it too.
@@ -33,6 +52,8 @@ def configure_runtime_env() -> None:
     # Cache every executable, not only those that took over a second: the CLI's
     # decode and train steps compile in well under that on small models.
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    # -1: no size floor and no filesystem-specific override, so small programs are kept too.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

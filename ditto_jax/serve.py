@@ -46,13 +46,16 @@ def register(subparsers) -> None:
                    help="model id clients use, one per --model in the same order (default: the --model reference)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default 8000)")
-    p.add_argument("--max-batch", type=int, default=16, help="most rows (samples) decoded together per model (default 16)")
+    # Names: ditto_jax.cli_common's table; the old names stay as aliases with the same dest.
+    p.add_argument("--concurrency", "--max-batch", dest="max_batch", type=int, default=16, metavar="N",
+                   help="most rows (samples) decoded together per model (default 16)")
     p.add_argument("--batching", choices=("continuous", "static"), default="continuous",
                    help="continuous: requests join and leave the running batch at every step (default); "
                         "static: a batch runs to its end before the next starts")
     p.add_argument("--batch-wait-ms", type=float, default=10.0,
                    help="when a model is idle and a request arrives, wait this long for others to start with it (default 10)")
-    p.add_argument("--default-max-tokens", type=int, default=512, help="reply limit when a request sets none (default 512)")
+    p.add_argument("--max-new-tokens", "--default-max-tokens", dest="default_max_tokens", type=int, default=512, metavar="N",
+                   help="reply limit in tokens for a request that sets no max_tokens (default 512)")
     p.add_argument("--api-key", metavar="KEY",
                    help=f"require this key (Authorization: Bearer KEY) on the API and the page; prefer the environment "
                         f"variable {KEY_ENV}, which is used when this flag is absent (the client key DITTO_API_KEY is not)")
@@ -81,7 +84,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ditto_jax.serving.worker import EngineWorker
 
     if args.max_batch < 1 or args.default_max_tokens < 1 or args.batch_wait_ms < 0:
-        raise DittoError("--max-batch and --default-max-tokens must be >= 1, --batch-wait-ms >= 0")
+        raise DittoError("--concurrency and --max-new-tokens must be >= 1, --batch-wait-ms >= 0")
     names = served_names(args.model, args.served_model_name)
     refs = [resolve_model_ref(ref) for ref in args.model]  # a bad reference fails before anything loads
     key = api_key_from(args.api_key)

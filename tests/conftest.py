@@ -17,6 +17,9 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# The test and benchmark corpora (bench/synthetic.py) stay out of the installed packages;
+# appended, so a bench module never shadows an installed one.
+sys.path.append(str(REPO / "bench"))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 from ditto_native import DittoError, duplicates, exact_duplicates, near_duplicates
 
-from data_tools.cleaning.synthetic import near_duplicate_corpus, pair_scores
+from synthetic import near_duplicate_corpus, pair_scores  # bench/synthetic.py, on the path through conftest
 
 LSH = dict(word_ngram=3, cjk_char_ngram=3, num_perm=128, bands=32, rows=4, seed=1, max_bucket_window=64)
 

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def _sampling_args(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"reply length limit in tokens (default {max_new_tokens})")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N", help=f"reply length limit in tokens (default {max_new_tokens})")
     parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default 0.7)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = off (default)")
     parser.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0 = off (default)")

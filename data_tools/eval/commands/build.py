@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--questions-per-pair", type=int, default=3, help="questions asked per (character, partner) pair (default 3)")
     p.add_argument("--candidates", type=int, default=4, help="identity candidates per session: the role and distractors (default 4)")
     p.add_argument("--evidence-facts", type=int, default=5, help="profile facts added to each turn's evidence (default 5)")
-    p.add_argument("--max-query-tokens", type=int, default=768, help="token limit for a question-writing reply (default 768)")
+    p.add_argument("--max-query-tokens", type=int, default=768, metavar="N", help="token limit for a question-writing reply (default 768)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1, off)")
     p.add_argument("--query-template", type=Path, help="Jinja file replacing the built-in query prompt")

@@ -13,7 +13,9 @@ def http_options(p) -> None:
 
 def answer_options(p, max_tokens: int) -> None:
     g = p.add_argument_group("answering")
-    g.add_argument("--max-answer-tokens", type=int, default=max_tokens, help=f"token limit per answer (default {max_tokens})")
+    # Names: ditto_jax.cli_common's table; the old names stay as aliases with the same dest.
+    g.add_argument("--max-new-tokens", "--max-answer-tokens", dest="max_answer_tokens", type=int, default=max_tokens, metavar="N",
+                   help=f"token limit per answer (default {max_tokens})")
     g.add_argument("--temperature", type=float, default=0.7, help="answer sampling temperature (default 0.7; 0 = greedy)")
     g.add_argument("--top-p", type=float, default=1.0, help="answer nucleus sampling mass (default 1, off)")
     g.add_argument("--model-label", help="the model's name in the results and the report (default: the reference or --model-name)")
@@ -24,7 +26,7 @@ def judge_options(p, samples: int, temperature: float) -> None:
     g.add_argument("--judge-samples", type=int, default=samples, help=f"independent judge samples per judgement, K (default {samples})")
     g.add_argument("--judge-temperature", type=float, default=temperature, help=f"judge sampling temperature (default {temperature:g})")
     g.add_argument("--judge-top-p", type=float, default=1.0, help="judge nucleus sampling mass (default 1, off)")
-    g.add_argument("--judge-max-tokens", type=int, default=256, help="token limit per judgement (default 256; raise it for free-text judges)")
+    g.add_argument("--judge-max-new-tokens", "--judge-max-tokens", dest="judge_max_tokens", type=int, default=256, metavar="N", help="token limit per judgement (default 256; raise it for free-text judges)")
     g.add_argument("--judge-retries", type=int, default=1, help="re-asks of a judgement that does not parse, before it counts as unparsable (default 1)")
     g.add_argument("--judge-free-text", action="store_true", help="do not constrain judge replies with a JSON schema (for prompts that ask for free text, such as the paper's)")
 

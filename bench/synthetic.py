@@ -1,7 +1,8 @@
 """Synthetic corpora with known near-duplicate clusters, and pair scores.
 
-Used to measure dedupe (tests and bench/dedupe.py): every cluster is a base
-text plus variants made by the edits simulators produce when they repeat
+Used to measure dedupe (tests/test_dedupe.py and bench/dedupe.py), so it
+lives beside the benches, outside the installed packages. Every cluster is a
+base text plus variants made by the edits simulators produce when they repeat
 themselves: character typos, swapped words, reordered sentences and added
 filler. Texts of different clusters are unrelated, except that a share of
 them open with one of a few stock sentences, as simulated answers do ("It is
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-_SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
+SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
 _FILLER_EN = ["well", "you know", "to be honest", "in truth", "as it happens", "i must say"]
 _FILLER_ZH = ["其实", "说实话", "你知道吗", "老实说", "话说回来"]
 
@@ -24,7 +25,7 @@ _FILLER_ZH = ["其实", "说实话", "你知道吗", "老实说", "话说回来"
 def _vocabulary(rng: random.Random, size: int) -> list[str]:
     words: set[str] = set()
     while len(words) < size:
-        words.add("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3))))
+        words.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 3))))
     return sorted(words)
 
 
