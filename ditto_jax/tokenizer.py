@@ -17,7 +17,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
@@ -25,9 +26,6 @@ from tokenizers.models import BPE
 import ditto_native
 from ditto_jax.chat_template import ChatTemplate
 from ditto_native import DittoError
-
-if TYPE_CHECKING:
-    from gguf import GGUFReader
 
 # Chat models end a turn with one of these, while tokenizer_config.json often
 # names a different eos (Llama 3: eos <|end_of_text|>, turns end <|eot_id|>).
@@ -223,18 +221,18 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
-def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBundle:
-    from ditto_jax.weights.gguf import field  # keeps gguf parsing in one module
-
-    kind = field(reader, "tokenizer.ggml.model")
+def tokenizer_from_gguf(metadata: Mapping[str, Any], path: str | Path) -> TokenizerBundle:
+    """The bundle a GGUF file's metadata (`weights.gguf_meta.read_gguf_metadata`) describes."""
+    field = metadata.get
+    kind = field("tokenizer.ggml.model")
     if kind != "gpt2":
         raise DittoError(f"{path}: GGUF tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')")
-    tokens: list[str] = field(reader, "tokenizer.ggml.tokens") or []
-    merges: list[str] = field(reader, "tokenizer.ggml.merges") or []
-    types: list[int] = field(reader, "tokenizer.ggml.token_type") or []
+    tokens: list[str] = field("tokenizer.ggml.tokens") or []
+    merges: list[str] = field("tokenizer.ggml.merges") or []
+    types: list[int] = field("tokenizer.ggml.token_type") or []
     if not tokens or not merges:
         raise DittoError(f"{path}: GGUF has no tokenizer.ggml.tokens/merges")
-    pre = field(reader, "tokenizer.ggml.pre")
+    pre = field("tokenizer.ggml.pre")
 
     alphabet = _byte_alphabet()
     spelled = set(alphabet.values())
@@ -260,7 +258,7 @@ def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBund
     tokenizer.add_tokens(user)
 
     def token(key: str) -> str | None:
-        tid = field(reader, f"tokenizer.ggml.{key}")
+        tid = field(f"tokenizer.ggml.{key}")
         if tid is None:
             return None
         if not 0 <= tid < len(tokens):
@@ -269,7 +267,7 @@ def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBund
 
     name = _QUANT_SUFFIX.sub("", Path(path).stem)
     bos, eos, pad = token("bos_token_id"), token("eos_token_id"), token("padding_token_id")
-    source = field(reader, "tokenizer.chat_template")
+    source = field("tokenizer.chat_template")
     template = None if source is None else ChatTemplate(source, bos_token=bos, eos_token=eos)
     return _bundle(tokenizer, template, bos, eos, pad, [], name, path)
 
