@@ -292,19 +292,21 @@ def session_texts(df: pl.DataFrame) -> list[str]:
     return df.select(pl.col("messages").list.eval(pl.element().struct.field("content")).list.join("\n")).to_series().to_list()
 
 
-def run_clean_command(df: pl.DataFrame, workdir: Path) -> tuple[float, dict]:
-    """Wall seconds of `ditto-data clean` as a fresh process, and its report."""
+def run_clean_command(df: pl.DataFrame, workdir: Path) -> tuple[float, float, dict]:
+    """Wall and CPU seconds (all threads) of `ditto-data clean` as a fresh process, and its report."""
     src = workdir / "dialogues.parquet"
     df.write_parquet(src)
     out, quarantine, report = workdir / "clean.parquet", workdir / "quarantine.parquet", workdir / "report.json"
     cmd = [sys.executable, "-m", "data_tools.cli", "clean", "--in", str(src), "--out", str(out),
            "--quarantine", str(quarantine), "--report", str(report)]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     took = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"ditto-data clean failed: {done.stderr.strip()}")
-    return took, json.loads(report.read_text())
+    return took, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), json.loads(report.read_text())
 
 
 def bench_sessions(args) -> None:
@@ -316,11 +318,11 @@ def bench_sessions(args) -> None:
     kernel_args = argparse.Namespace(**{**vars(args), "threshold": CleanConfig().session_near_dup_threshold})
     baseline = report(texts, truth, kernel_args, "sessions, near_duplicates kernel")
     with tempfile.TemporaryDirectory(prefix="ditto-bench-clean-") as tmp:
-        whole, rep = run_clean_command(df, Path(tmp))
+        whole, whole_cpu, rep = run_clean_command(df, Path(tmp))
     dup_sessions = sum(v["session_rows"] for k, v in rep["reasons"].items() if k.endswith("duplicate"))
     other = {k: v["session_rows"] + v["turn_rows"] for k, v in rep["reasons"].items() if not k.endswith("duplicate")}
     planted = len(truth) - len(set(truth))
-    print(f"whole command: ditto-data clean (fresh process, Parquet in and out, all checks) {whole:.2f} s wall; "
+    print(f"whole command: ditto-data clean (fresh process, Parquet in and out, all checks) {whole:.2f} s wall, {whole_cpu:.2f} s CPU; "
           f"quarantined {dup_sessions} duplicate sessions of {planted} planted; other quarantine rows: {other or 'none'}")
     print(f"whole-command ratio (datasketch MinHashLSH alone / ditto-data clean): {baseline[0] / whole:.1f}x (target >= 5x)")
 

@@ -103,14 +103,15 @@ def tokenizer_source_from_bundle(bundle, what: str) -> TokenizerSource:
     template = bundle.chat_template
     if template is None:
         raise DittoError(f"{what}: {bundle.name} has no chat template")
+    tokenizer_json = bundle.tokenizer.to_str()  # serialised once: `bundle.sha256()` would do it again
     return TokenizerSource(
         name=bundle.name,
-        tokenizer_json=bundle.tokenizer.to_str(),
+        tokenizer_json=tokenizer_json,
         chat_template=template.source,
         bos_token=template.bos_token,
         eos_token=template.eos_token,
         pad_token_id=bundle.pad_token_id,
-        sha256=bundle.sha256(),
+        sha256=hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest(),
     )
 
 

@@ -17,7 +17,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
@@ -25,9 +26,6 @@ from tokenizers.models import BPE
 import ditto_native
 from ditto_jax.chat_template import ChatTemplate
 from ditto_native import DittoError
-
-if TYPE_CHECKING:
-    from gguf import GGUFReader
 
 # Chat models end a turn with one of these, while tokenizer_config.json often
 # names a different eos (Llama 3: eos <|end_of_text|>, turns end <|eot_id|>).
@@ -223,25 +221,31 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
-def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBundle:
-    from ditto_jax.weights.gguf import field  # keeps gguf parsing in one module
-
-    kind = field(reader, "tokenizer.ggml.model")
+def tokenizer_from_gguf(metadata: Mapping[str, Any], path: str | Path) -> TokenizerBundle:
+    """The bundle a GGUF file's metadata (`weights.gguf_meta.read_gguf_metadata`) describes."""
+    field = metadata.get
+    kind = field("tokenizer.ggml.model")
     if kind != "gpt2":
         raise DittoError(f"{path}: GGUF tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')")
-    tokens: list[str] = field(reader, "tokenizer.ggml.tokens") or []
-    merges: list[str] = field(reader, "tokenizer.ggml.merges") or []
-    types: list[int] = field(reader, "tokenizer.ggml.token_type") or []
+    tokens: list[str] = field("tokenizer.ggml.tokens") or []
+    merges: list[str] = field("tokenizer.ggml.merges") or []
+    types: list[int] = field("tokenizer.ggml.token_type") or []
     if not tokens or not merges:
         raise DittoError(f"{path}: GGUF has no tokenizer.ggml.tokens/merges")
-    pre = field(reader, "tokenizer.ggml.pre")
+    pre = field("tokenizer.ggml.pre")
 
     alphabet = _byte_alphabet()
     spelled = set(alphabet.values())
+
+    def is_spelled(text: str) -> bool:
+        return set(text) <= spelled
+
     # A token written outside the byte alphabet (rare) is respelled byte by byte, as transformers does.
-    vocab = {
-        tok if set(tok) <= spelled else "".join(alphabet[b] for b in tok.encode("utf-8")): i for i, tok in enumerate(tokens)
-    }
+    # Perf: one check over the whole vocabulary first, not a set per token (a third of this function).
+    if is_spelled("".join(tokens)):
+        vocab = dict(zip(tokens, range(len(tokens))))
+    else:
+        vocab = {tok if is_spelled(tok) else "".join(alphabet[b] for b in tok.encode("utf-8")): i for i, tok in enumerate(tokens)}
     model = BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
     tokenizer = Tokenizer(model)
     split = GGUF_PRE_SPLITS.get(pre)
@@ -254,13 +258,13 @@ def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBund
     tokenizer.decoder = decoders.ByteLevel()
     # Control tokens (<|im_end|>, ...) must stay whole and are special; a "control" token spelled
     # outside the byte alphabet is a llama.cpp mislabel and would grow the vocabulary, so skip it.
-    control = [AddedToken(t, normalized=False, special=True) for t, k in zip(tokens, types) if k == _CONTROL and set(t) <= spelled]
+    control = [AddedToken(t, normalized=False, special=True) for t, k in zip(tokens, types) if k == _CONTROL and is_spelled(t)]
     tokenizer.add_special_tokens(control)
     user = [AddedToken(t, normalized=False, special=False) for t, k in zip(tokens, types) if k == _USER_DEFINED and t in vocab]
     tokenizer.add_tokens(user)
 
     def token(key: str) -> str | None:
-        tid = field(reader, f"tokenizer.ggml.{key}")
+        tid = field(f"tokenizer.ggml.{key}")
         if tid is None:
             return None
         if not 0 <= tid < len(tokens):
@@ -269,7 +273,7 @@ def tokenizer_from_gguf(reader: "GGUFReader", path: str | Path) -> TokenizerBund
 
     name = _QUANT_SUFFIX.sub("", Path(path).stem)
     bos, eos, pad = token("bos_token_id"), token("eos_token_id"), token("padding_token_id")
-    source = field(reader, "tokenizer.chat_template")
+    source = field("tokenizer.chat_template")
     template = None if source is None else ChatTemplate(source, bos_token=bos, eos_token=eos)
     return _bundle(tokenizer, template, bos, eos, pad, [], name, path)
 

@@ -11,6 +11,7 @@ import importlib
 # package does not import Polars and the scan.
 _EXPORTS = {
     "characters_from_dump": ".build",
+    "characters_from_scan": ".build",
     "characters_from_sample": ".build",
     "register": ".cli",
     "DEFAULT_CLASSES": ".config",

@@ -24,13 +24,18 @@ def characters_from_dump(
     """Scans `dump`, keeps the top characters, and attaches profiles from the
     `wikipedia` table (or their facts as text). Returns the table and the scan."""
     scan = scan_dump(dump, config, checkpoint=checkpoint, progress=progress)
+    return characters_from_scan(scan, config, wikipedia=wikipedia), scan
+
+
+def characters_from_scan(scan: DumpScan, config: CharactersConfig, *, wikipedia: str | Path | None = None) -> pl.DataFrame:
+    """The second half of `characters_from_dump`: rank the scanned rows and attach profiles."""
     ranked = top_per_category(scan.rows, config.per_category)
     wiki = None
     if wikipedia is not None:
         titles = set(ranked.get_column("wiki_title").drop_nulls().to_list())
         wiki = load_wikipedia(wikipedia, titles)
     table = attach_profiles(ranked, wiki, config.profile_chars, config.values_per_property)
-    return conform(table), scan
+    return conform(table)
 
 
 def characters_from_sample(config: CharactersConfig) -> pl.DataFrame:

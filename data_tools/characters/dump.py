@@ -6,12 +6,14 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ditto_native
-import polars as pl
 
 from .config import CharactersConfig
-from .schema import SCAN_SCHEMA
+
+if TYPE_CHECKING:  # Polars loads once the scan is done (the CLI imports it on a thread meanwhile)
+    import polars as pl
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ def scan_dump(
     finally:
         if bar is not None:
             bar.close()
+    import polars as pl
+
+    from .schema import SCAN_SCHEMA
+
     frame = pl.read_ndjson(io.BytesIO(rows), schema=SCAN_SCHEMA) if rows else pl.DataFrame(schema=SCAN_SCHEMA)
     return DumpScan(rows=frame, stats=json.loads(stats))
 

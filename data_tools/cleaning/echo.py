@@ -70,9 +70,32 @@ def echo_detail(turns: pl.DataFrame, phrases: tuple[str, ...]) -> pl.Series:
 
     `turns` has `question`, `answer` and `evidence` (list of strings).
     """
+    nothing = pl.Series("detail", [None] * turns.height, dtype=pl.String)
     if not phrases:
-        return pl.Series("detail", [None] * turns.height, dtype=pl.String)
+        return nothing
     patterns = list(phrases)
+    # Perf: collapsing white space with a regex over every text was 3/4 of this check
+    # (0.25 of 0.33 s CPU on 27k session-length turns). A phrase found in the normalised
+    # text has each of its space-free pieces verbatim in the lower-cased text (only white
+    # space runs change), so turns whose lower-cased texts hold no phrase's longest piece
+    # cannot match and skip the normalising; the rest get the exact expression below.
+    keys = sorted({max(p.split(" "), key=len) for p in patterns})
+    if all(keys):
+        def maybe(expr: pl.Expr) -> pl.Expr:
+            return expr.str.to_lowercase().str.contains_any(keys)
+
+        candidate = turns.select(
+            (maybe(pl.col("question")) | maybe(pl.col("answer")) | pl.col("evidence").list.eval(maybe(pl.element())).list.any())
+            .fill_null(False)
+        ).to_series()
+        if not candidate.any():
+            return nothing
+        return nothing.scatter(candidate.arg_true(), _detail(turns.filter(candidate), patterns))
+    return _detail(turns, patterns)
+
+
+def _detail(turns: pl.DataFrame, patterns: list[str]) -> pl.Series:
+    """The detail of every row of `turns`, from the normalised texts."""
 
     def found(expr: pl.Expr) -> pl.Expr:
         return normalised(expr).str.extract_many(patterns).list.first()
