@@ -319,8 +319,13 @@ def format_summary(results: list[StageResult]) -> str:
 
 
 def language_summary(out_dir: Path) -> str:
-    """Per language: clean sessions and turns, the share of paired contrastive
-    turns, the verified-evidence rate, trimmed answers, and dropped turns by reason."""
+    """Per language: clean sessions, turns and contrastive turns; the share of the
+    simulated contrastive turns that were paired; the verified-evidence rate;
+    trimmed answers kept; and dropped turns by reason.
+
+    Pairing and evidence are the simulation's figures (its report): clean may
+    keep few contrastive turns, or none, and then has no share of its own.
+    """
     import polars as pl
 
     clean = pl.read_parquet(out_dir / "clean.parquet")
@@ -328,26 +333,27 @@ def language_summary(out_dir: Path) -> str:
     report_path = out_dir / "dialogues.report.json"
     simulated = json.loads(report_path.read_text()).get("by_lang", {}) if report_path.exists() else {}
     langs = sorted({*clean["lang"].unique().to_list(), *quarantine["lang"].unique().to_list(), *simulated})
-    lines = ["lang  sessions  turns  paired  evidence verified  trimmed  dropped turns by reason"]
+
+    def share(part: int, whole: int) -> str:
+        return f"{part / whole:.0%} ({part}/{whole})" if whole else "n/a"
+
+    lines = ["lang  sessions  turns  contrastive  paired (simulated)  evidence verified  trimmed  dropped turns by reason"]
     for lang in langs:
         c = clean.filter(pl.col("lang") == lang)
         turns = int(c["messages"].list.len().sum() // 2) if c.height else 0
-        if "pairings" in c.columns and c.height:
-            pairings = c["pairings"].explode().drop_nulls()
-            paired = f"{(pairings == 'paired').mean():.0%}" if pairings.len() else "n/a"
-        else:
-            paired = "n/a"
+        contrastive = int((c["turn_types"].explode() == "contrastive").sum()) if c.height else 0
         trimmed = int((c["finish_reasons"].explode() == "length_trimmed").sum()) if c.height else 0
         sim = simulated.get(lang, {})
-        checked, verified = sim.get("evidence_checked", 0), sim.get("evidence_verified", 0)
-        evidence = f"{verified / checked:.0%} ({verified}/{checked})" if checked else "n/a"
+        paired_n = sim.get("contrastive_paired", 0)
+        paired = share(paired_n, paired_n + sim.get("contrastive_fallback", 0))
+        evidence = share(sim.get("evidence_verified", 0), sim.get("evidence_checked", 0))
         q = quarantine.filter(pl.col("lang") == lang)
         by_reason = (
             q.group_by("reason").agg((pl.col("messages").list.len() // 2).sum().alias("turns")).sort("turns", "reason", descending=[True, False])
             if q.height else pl.DataFrame({"reason": [], "turns": []})
         )
         dropped = ", ".join(f"{r} {t}" for r, t in by_reason.iter_rows()) or "none"
-        lines.append(f"{lang:<5} {c.height:>8} {turns:>6} {paired:>7} {evidence:>18} {trimmed:>8}  {dropped}")
+        lines.append(f"{lang:<5} {c.height:>8} {turns:>6} {contrastive:>12} {paired:>19} {evidence:>18} {trimmed:>8}  {dropped}")
     return "\n".join(lines)
 
 
