@@ -144,8 +144,8 @@ def eval_commands(settings: dict[str, Any], *, characters: Path, dialogues: Path
         judge = ["--judge", str(s["judge"])]
     judge += ["--judge-samples", str(s.get("judge_samples", 1))]
     if s.get("judge_max_tokens") is not None:
-        judge += ["--judge-max-tokens", str(s["judge_max_tokens"])]
-    answer = ["--max-answer-tokens", str(s.get("max_answer_tokens", 128))]
+        judge += ["--judge-max-new-tokens", str(s["judge_max_tokens"])]
+    answer = ["--max-new-tokens", str(s.get("max_answer_tokens", 128))]
     if s.get("temperature") is not None:
         answer += ["--temperature", str(s["temperature"])]
     runs = [

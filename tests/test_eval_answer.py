@@ -90,6 +90,8 @@ def test_unreachable_endpoint_is_one_line(tmp_path):
         (["--model", "smollm2", "--model-name", "x", "--judge", "smollm2"], "--model-name goes with --endpoint"),
         (["--model", "smollm2", "--judge", "smollm2", "--judge-samples", "0"], "--judge-samples must be >= 1"),
         (["--model", "smollm2", "--judge", "smollm2", "--limit", "0"], "--limit must be >= 1"),
+        (["--model", "smollm2", "--judge", "smollm2", "--max-answer-tokens", "0"], "--max-new-tokens must be >= 1"),
+        (["--model", "smollm2", "--judge", "smollm2", "--judge-max-tokens", "0"], "--judge-max-new-tokens must be >= 1"),
     ],
 )
 def test_bad_options(tmp_path, capsys, args, message):

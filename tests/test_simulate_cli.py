@@ -46,6 +46,7 @@ def test_missing_and_unreadable_inputs(capsys, tmp_path, chars):
     "extra, message",
     [
         (["--turns", "0"], "--turns must be >= 1"),
+        (["--max-answer-tokens", "0"], "--max-new-tokens must be >= 1"),  # an old name's error names the new one
         (["--questions-per-pair", "0"], "--questions-per-pair must be >= 1"),
         (["--limit", "0"], "--limit must be >= 1"),
         (["--top-p", "0"], "--top-p must be in (0, 1]"),

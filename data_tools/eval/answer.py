@@ -38,7 +38,7 @@ class AnswerSettings:
 
     def check(self) -> None:
         if self.max_tokens < 1:
-            raise DittoError(f"--max-answer-tokens must be >= 1 (got {self.max_tokens})")
+            raise DittoError(f"--max-new-tokens must be >= 1 (got {self.max_tokens})")
         if not self.temperature >= 0:
             raise DittoError(f"--temperature must be >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:

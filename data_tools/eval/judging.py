@@ -54,7 +54,7 @@ class JudgeSettings:
         if self.retries < 0:
             raise DittoError(f"--judge-retries must be >= 0 (got {self.retries})")
         if self.max_tokens < 1:
-            raise DittoError(f"--judge-max-tokens must be >= 1 (got {self.max_tokens})")
+            raise DittoError(f"--judge-max-new-tokens must be >= 1 (got {self.max_tokens})")
         if not self.temperature >= 0:
             raise DittoError(f"--judge-temperature must be >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:

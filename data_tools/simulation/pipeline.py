@@ -67,7 +67,8 @@ class SimulationConfig:
     def check(self) -> None:
         for name in ("turns", "questions_per_pair", "query_tries", "max_query_tokens", "max_answer_tokens"):
             if getattr(self, name) < 1:
-                raise DittoError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+                flag = "max-new-tokens" if name == "max_answer_tokens" else name.replace("_", "-")  # the CLI's name
+                raise DittoError(f"--{flag} must be >= 1 (got {getattr(self, name)})")
         if not self.temperature >= 0:
             raise DittoError(f"--temperature must be >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:
