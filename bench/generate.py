@@ -17,15 +17,19 @@ the baseline should not lose to that.
 
     .venv/bin/python bench/generate.py [--batches 1,8,16] [--new-tokens 128] [--repeats 2] [--with-bf16]
 
-Seen on the 2-core dev machine, shared with other jobs (load average 2.8-7.7),
-tokens/s, best of 2 (torch's 2-thread runs collapsed under that load: 3-12 tok/s):
+Measured on the 2-core dev machine, nothing else running (load average 0.9
+before, 1.5 after), torch 2.15, tokens/s, best of 2:
 
-    batch | ditto-jax f32 | ditto-jax bf16 weights | transformers 1 thread | f32 ratio
-        1 |          36.8 |                    3.7 |                  23.4 |     1.57x
-        8 |         170.2 |                  216.9 |                  90.8 |     1.87x
-       16 |         179.3 |                  237.6 |                  85.1 |     2.11x
+    batch | ditto-jax f32 | ditto-jax bf16 weights | transformers 2 threads | f32 ratio | bf16w ratio
+        1 |          31.9 |                    6.6 |                   25.8 |     1.24x |       0.25x
+        8 |         128.5 |                  247.7 |                  103.4 |     1.24x |       2.40x
+       16 |         195.6 |                  369.3 |                  164.5 |     1.19x |       2.25x
 
-All f32 greedy rows were token-identical to transformers'.
+All f32 greedy rows were token-identical to transformers'. Where the f32
+step's time goes at batch 16: its weight matmuls alone take ~48 ms on XLA
+CPU (torch's same products take ~56 ms), the KV cache ~0.08 ms per slot, the
+rest ~10 ms; bf16 weights halve the matmuls (~24 ms) but XLA's bf16
+matrix-vector path makes batch 1 slow.
 
 `--serve` runs the serving benchmark instead: `ditto-jax serve`'s app on
 uvicorn (in this process, SmolLM2 float32, max batch 16), 32 chat requests of

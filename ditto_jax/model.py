@@ -126,9 +126,28 @@ class DecoderLayers(nnx.Module):
         return out
 
 
-def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+class OutIn(NamedTuple):
+    """A weight matrix stored transposed, [out, in], for `project`.
+
+    The model keeps HF-style [in, out] matrices; the serving engine stores its
+    copies [out, in], because XLA CPU streams them faster through small-batch
+    products (SmolLM2 at batch 16, 2 cores: the layer matmuls 60 -> 48 ms per
+    step, the head 11.5 -> 7 ms, and a tied head needs no copy of the embedding).
+    """
+
+    w_hd: jax.Array  # [out, in]
+
+    @property
+    def dtype(self):
+        return self.w_hd.dtype
+
+
+def project(x: jax.Array, w: "jax.Array | OutIn", bias: jax.Array | None = None) -> jax.Array:
     """x @ w over the last axis: inputs in the weight's dtype (the compute dtype), float32 accumulation and result."""
-    y = jnp.einsum("...d,dh->...h", x.astype(w.dtype), w, preferred_element_type=jnp.float32)
+    if isinstance(w, OutIn):
+        y = jnp.einsum("...d,hd->...h", x.astype(w.dtype), w.w_hd, preferred_element_type=jnp.float32)
+    else:
+        y = jnp.einsum("...d,dh->...h", x.astype(w.dtype), w, preferred_element_type=jnp.float32)
     return y if bias is None else y + bias.astype(jnp.float32)
 
 

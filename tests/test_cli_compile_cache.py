@@ -23,7 +23,7 @@ MISS = re.compile(r"PERSISTENT COMPILATION CACHE MISS for '([^']+)' with key '([
 WRITE = re.compile(r"Writing (\S+) to persistent compilation cache with key '([^']+)'")
 HIT = re.compile(r"Persistent compilation cache hit for '([^']+)' with key '([^']+)'")
 # The engine's own steps: each compiles in well under jax's default 1 s floor for caching.
-ENGINE_STEPS = {"jit_prefill_row", "jit_decode_step"}
+ENGINE_STEPS = {"jit_prefill_rows", "jit_decode_step"}
 
 
 @pytest.fixture(scope="module")

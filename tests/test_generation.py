@@ -184,6 +184,20 @@ def test_long_prompts_prefill_in_chunks(tiny_engine, reference_greedy):
     assert [list(c.token_ids) for c in got] == [reference_greedy(long_messages, 6), reference_greedy(short_messages, 6)]
 
 
+def test_the_cache_grows_as_rows_advance(tiny_engine, reference_greedy):
+    """The cache starts at the prompt's bucket and lengthens step by step (64, 96, 128 slots), still exact."""
+    messages = [{"role": "user", "content": "Grow."}]
+    slots_seen = []
+    tiny_engine.step_hooks.append(lambda _: slots_seen.append(tiny_engine._buffers.shape[1]))
+    try:
+        got = tiny_engine.generate([GenerationRequest(messages, max_new_tokens=80, min_new_tokens=80, temperature=0)])[0]
+    finally:
+        tiny_engine.step_hooks.pop()
+    assert 96 < got.prompt_tokens + 80 <= 128
+    assert sorted(set(slots_seen)) == [64, 96, 128] and slots_seen == sorted(slots_seen)
+    assert list(got.token_ids) == reference_greedy(messages, 80)
+
+
 def test_rows_do_not_depend_on_their_batch(tiny_engine):
     """Mixed lengths, greedy and seeded sampling, early finishers (so the batch compacts): each row equals its solo run."""
     requests = [

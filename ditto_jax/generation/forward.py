@@ -27,16 +27,16 @@ import jax.numpy as jnp
 
 from ditto_jax.attention import _MASK_VALUE
 from ditto_jax.config import ModelConfig, rope_inv_freq
-from ditto_jax.model import CausalLM, decoder_layer, project, rms_norm
+from ditto_jax.lora import BASE_MATRICES
+from ditto_jax.model import CausalLM, OutIn, decoder_layer, project, rms_norm
 
 
 class InferenceWeights(NamedTuple):
     embed_vd: jax.Array  # [V, D]
-    layers: tuple[dict[str, jax.Array], ...]  # one dict per layer, keys as DecoderLayers attributes
+    # One dict per layer, keys as DecoderLayers attributes; base matrices as OutIn ([out, in]).
+    layers: tuple[dict[str, "jax.Array | OutIn"], ...]
     final_norm_d: jax.Array  # [D]
-    # [D, V], a transposed copy when the model ties it to the embedding: the head's matmul
-    # then needs no transposed operand (~2.5% of a SmolLM2 decode step at batch 16).
-    lm_head_dv: jax.Array
+    lm_head: OutIn  # [V, D]: the embedding itself when tied
 
 
 class KVBuffers(NamedTuple):
@@ -64,6 +64,8 @@ class KVBuffers(NamedTuple):
 def weights_from_model(model: CausalLM, matmul_dtype=None) -> InferenceWeights:
     """Copy the model's stacked layer weights into one array per layer (done once per engine).
 
+    Base matrices are stored [out, in] (`OutIn`, faster on XLA CPU at small
+    batch); LoRA factors, norms and biases keep the model's layout.
     `matmul_dtype` (e.g. bfloat16) stores the projection and head matrices in
     that dtype; norms and biases keep theirs.
     """
@@ -72,12 +74,17 @@ def weights_from_model(model: CausalLM, matmul_dtype=None) -> InferenceWeights:
     def cast(name, arr):
         return arr.astype(matmul_dtype) if matmul_dtype is not None and name.startswith("w") else arr
 
-    layers = tuple(
-        {name: jnp.array(cast(name, arr[i])) for name, arr in stacked.items()} for i in range(model.cfg.num_layers)
-    )
+    def layer(i):
+        out = {}
+        for name, arr in stacked.items():
+            w = cast(name, arr[i])
+            out[name] = OutIn(jnp.array(w.T)) if name in BASE_MATRICES and w.ndim == 2 else jnp.array(w)
+        return out
+
+    layers = tuple(layer(i) for i in range(model.cfg.num_layers))
     embed = model.embed_vd[...]
-    head = jnp.array(embed.T) if model.lm_head_dv is None else model.lm_head_dv[...]
-    return InferenceWeights(embed, layers, model.final_norm_d[...], cast("w", head))
+    head = embed if model.lm_head_dv is None else model.lm_head_dv[...].T
+    return InferenceWeights(embed, layers, model.final_norm_d[...], OutIn(cast("w", jnp.array(head))))
 
 
 def empty_buffers(cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> KVBuffers:
@@ -156,34 +163,43 @@ def decode_logits(cfg, weights: InferenceWeights, buffers: KVBuffers, tokens_b, 
         return k_buf, v_buf
 
     x, buffers = _layers(cfg, weights, buffers, tokens_b[:, None], positions_b[:, None], mask_bts, write)
-    logits = project(rms_norm(x, weights.final_norm_d, cfg.rms_norm_eps), weights.lm_head_dv)
+    logits = project(rms_norm(x, weights.final_norm_d, cfg.rms_norm_eps), weights.lm_head)
     return logits[:, 0], buffers
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("buffers",))
-def prefill_row(weights, buffers: KVBuffers, row, tokens_t, start, *, cfg) -> KVBuffers:
-    """Write T prompt tokens of one row at positions/slots [start, start + T); no logits.
+def prefill_rows(weights, buffers: KVBuffers, rows_r, tokens_rt, start, *, cfg) -> KVBuffers:
+    """Write T prompt tokens of each of R rows at positions/slots [start, start + T); no logits.
 
-    Only that row's buffers are read and written, so the other rows of a running
-    batch are untouched. Tokens past the prompt (bucket padding) leave stale
-    slots that decoding overwrites before any query reads them.
+    Row i of `tokens_rt` goes to batch row `rows_r[i]`. R is bucketed: padding
+    rows repeat the first row (its index and tokens) and are written before it,
+    so the real row's values land last. Only the named rows are read and
+    written (dynamic slices, updated in place in the donated buffers: a gather
+    and scatter over the batch axis copied every layer's whole buffer), so the
+    other rows of a running batch are untouched. Tokens past a prompt (bucket
+    padding) leave stale slots that decoding overwrites before any query reads them.
     """
-    t = tokens_t.shape[0]
+    r, t = tokens_rt.shape
     s = buffers.shape[1]
-    positions = (start + jnp.arange(t, dtype=jnp.int32))[None]  # [1, T]
-    mask_bts = (jnp.arange(s)[None, :] <= positions[0][:, None])[None]  # [1, T, S]
-    one_row = KVBuffers(
-        tuple(jax.lax.dynamic_slice_in_dim(k, row, 1, axis=0) for k in buffers.k),
-        tuple(jax.lax.dynamic_slice_in_dim(v, row, 1, axis=0) for v in buffers.v),
-    )
+    positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (r, t))  # [R, T]
+    mask_bts = jnp.broadcast_to((jnp.arange(s)[None, :] <= positions[0][:, None])[None], (r, t, s))  # [R, T, S]
+
+    def gather(a):
+        return jnp.concatenate([jax.lax.dynamic_slice_in_dim(a, rows_r[i], 1, axis=0) for i in range(r)], axis=0)
+
+    def scatter(a, new):
+        for i in reversed(range(r)):  # padding rows (at the end) first, then the real row they repeat
+            a = jax.lax.dynamic_update_slice_in_dim(a, new[i : i + 1], rows_r[i], axis=0)
+        return a
 
     def write(k_buf, v_buf, k_btke, v_btke):
         k_buf = jax.lax.dynamic_update_slice(k_buf, k_btke.transpose(0, 2, 3, 1), (0, 0, 0, start))
         v_buf = jax.lax.dynamic_update_slice(v_buf, v_btke.transpose(0, 2, 1, 3), (0, 0, start, 0))
         return k_buf, v_buf
 
-    _, one_row = _layers(cfg, weights, one_row, tokens_t[None], positions, mask_bts, write)
+    some_rows = KVBuffers(tuple(gather(k) for k in buffers.k), tuple(gather(v) for v in buffers.v))
+    _, some_rows = _layers(cfg, weights, some_rows, tokens_rt, positions, mask_bts, write)
     return KVBuffers(
-        tuple(jax.lax.dynamic_update_slice_in_dim(k, r, row, axis=0) for k, r in zip(buffers.k, one_row.k)),
-        tuple(jax.lax.dynamic_update_slice_in_dim(v, r, row, axis=0) for v, r in zip(buffers.v, one_row.v)),
+        tuple(scatter(k, new) for k, new in zip(buffers.k, some_rows.k)),
+        tuple(scatter(v, new) for v, new in zip(buffers.v, some_rows.v)),
     )
