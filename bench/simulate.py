@@ -100,7 +100,7 @@ def client_overhead(n_roles: int, turns: int, in_flight: int, workdir: Path) -> 
             with CallCache(Path(tempfile.mkdtemp(dir=workdir)) / "calls.sqlite") as cache:
                 runner = CallRunner(backend, cache)
                 wall, cpu = time.perf_counter(), time.process_time()
-                _, report = simulate(roles, runner, PromptTemplates(), SimulationConfig(turns=turns), partner_pool=roles)
+                frame, report = simulate(roles, runner, PromptTemplates(), SimulationConfig(turns=turns), partner_pool=roles)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 calls = runner.stats.calls
             backend.close()
@@ -109,6 +109,7 @@ def client_overhead(n_roles: int, turns: int, in_flight: int, workdir: Path) -> 
             out[f"{label}_wall_ms"] = wall / calls * 1000
             out[f"{label}_rss_mib"] = _rss_mib()
             out[f"{label}_sessions"] = report.sessions
+            out[f"{label}_output_mib"] = frame.estimated_size() / 2**20  # the table itself, which must grow
         return out
     finally:
         peer.terminate()
@@ -204,7 +205,9 @@ def main() -> int:
     print(f"client overhead, {args.roles} roles x 5 turns, {args.in_flight} in flight, instant loopback peer: "
           f"{o['full_calls']} calls, {o['full_cpu_ms']:.2f} ms CPU / {o['full_wall_ms']:.2f} ms wall per call "
           f"(target < 2 ms); at a quarter ({o['quarter_calls']} calls) {o['quarter_cpu_ms']:.2f} ms CPU per call; "
-          f"RSS {o['quarter_rss_mib']:.0f} MiB at a quarter, {o['full_rss_mib']:.0f} MiB at full scale", flush=True)
+          f"RSS {o['quarter_rss_mib']:.0f} MiB at a quarter, {o['full_rss_mib']:.0f} MiB at full scale (the dialogues "
+          f"table itself: {o['quarter_output_mib']:.1f} and {o['full_output_mib']:.1f} MiB; calls go out in windows, so "
+          f"requests and replies in memory do not grow with the table)", flush=True)
     if args.skip_model:
         return 0
 

@@ -96,6 +96,20 @@ def test_contrastive_turns_come_from_questions_written_with_this_role_as_partner
         assert report.by_lang[lang].contrastive_paired == kinds_for(frame, lang)["paired"]
 
 
+def test_windows_change_nothing_but_what_is_held(tmp_path, monkeypatch):
+    """Calls go out a window at a time (flat memory at scale); tiny windows give the same sessions and report."""
+    from data_tools.simulation import pipeline
+
+    roles = sample_roles(6)
+    whole, whole_report, _ = run_simulation(roles, tmp_path / "whole")
+    monkeypatch.setattr(pipeline, "QUERY_WINDOW", 5)
+    monkeypatch.setattr(pipeline, "ANSWER_WINDOW", 4)
+    windowed, windowed_report, seen = run_simulation(roles, tmp_path / "windowed")
+    assert whole.height == 12 and windowed.equals(whole)
+    assert windowed_report.to_dict() == whole_report.to_dict()
+    assert len(seen) == whole_report.query_calls + whole_report.turns  # each call made once
+
+
 def kinds_for(frame: pl.DataFrame, lang: str) -> Counter:
     return Counter(frame.filter(pl.col("lang") == lang)["pairings"].explode().drop_nulls().to_list())
 

@@ -50,6 +50,10 @@ from data_tools.simulation.seeding import session_id, stable_int
 
 SEED_BITS = 31  # per-call seeds fit every engine's int32 seed field
 FALLBACK_SCAN = 16  # roles whose questions a turn plan may borrow when too few paired questions parsed
+# Calls are built and sent a window at a time, so a run holds the requests and replies of one
+# window, not of the whole table; the backend keeps its concurrency full within a window.
+QUERY_WINDOW = 4096  # (role, call) pairs
+ANSWER_WINDOW = 1024  # sessions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,22 +169,32 @@ def simulate(
     partners = plan_partners(roles, calls_per_role, config.seed, partner_pool)
     pairs = [(role, j, (partners[role.index][j] if partners[role.index] else None)) for role in roles for j in range(calls_per_role)]
     report.query_calls = len(pairs)
-    asked = _ask_questions(pairs, runner, templates, config, report)
+    asked: dict[tuple[int, int], list[Question]] = {}
+    for start in range(0, len(pairs), QUERY_WINDOW):
+        asked.update(_ask_questions(pairs[start : start + QUERY_WINDOW], runner, templates, config, report))
 
     # 2. Turn planning.
     plans = plan_sessions(roles, partners, asked, config, report)
     live = [p for p in plans if p is not None]
     runner.plan(-config.turns * (len(plans) - len(live)))
 
-    # 3. Response simulation.
-    requests = [
-        _answer_request(plan.role, q, i, templates, config) for plan in live for i, q in enumerate(plan.questions)
-    ]
-    results = runner.run(requests)
+    # 3. Response simulation and 4. assembly, a window of sessions at a time (kept as Arrow frames).
+    frames = [pl.DataFrame([], schema=DIALOGUE_SCHEMA)]
+    for start in range(0, len(live), ANSWER_WINDOW):
+        frames.append(_answer_sessions(live[start : start + ANSWER_WINDOW], runner, templates, config, report))
+    dialogues = pl.concat(frames)
+    report.sessions = dialogues.height
+    report.turns = dialogues.height * config.turns
+    return dialogues, report
 
-    # 4. Assembly.
+
+def _answer_sessions(plans: Sequence[_Plan], runner: CallRunner, templates: PromptTemplates, config: SimulationConfig,
+                     report: SimulationReport) -> pl.DataFrame:
+    """Answer every turn of these plans; their sessions (those whose answers all came back) as rows."""
+    requests = [_answer_request(plan.role, q, i, templates, config) for plan in plans for i, q in enumerate(plan.questions)]
+    results = runner.run(requests)
     rows = []
-    for n, plan in enumerate(live):
+    for n, plan in enumerate(plans):
         answers = results[n * config.turns : (n + 1) * config.turns]
         failed = [a for a in answers if isinstance(a, CallFailed)]
         if failed:
@@ -193,9 +207,7 @@ def simulate(
         stats.turns += config.turns
         stats.contrastive_paired += plan.pairings.count("paired")
         stats.contrastive_fallback += plan.pairings.count("fallback")
-    report.sessions = len(rows)
-    report.turns = len(rows) * config.turns
-    return pl.DataFrame(rows, schema=DIALOGUE_SCHEMA), report
+    return pl.DataFrame(rows, schema=DIALOGUE_SCHEMA)
 
 
 def _ask_questions(pairs, runner: CallRunner, templates: PromptTemplates, config: SimulationConfig, report: SimulationReport):
