@@ -29,15 +29,14 @@ Static batching (`admission="static"`, for comparison) admits only into an
 empty batch, so a batch runs until its last row ends.
 
 Compile bound. jax.jit caches one executable per shape and sampling spec:
-- decode step: B in {1, 2, 4, ..., max_batch} x S in {64, 96, 128, 192, 256,
-  ...} (two buckets per doubling, up to the longest prompt + reply) x the
-  sampling specs met (7 flags; a spec only widens while a batch runs, so in
+- decode step: B in {1, 2, 4, ..., max_batch} x S in {64, 128, 256, ...} (up
+  to the longest prompt + reply) x the sampling specs met (7 flags; a spec only widens while a batch runs, so in
   practice a handful);
 - prefill: rows R in {1, 2, ..., 64} with R x chunk <= 1,024, chunk length in
   {16, 24, 32, 48, 64, 96, 128, 192, 256}, x the same B x S;
 - resize: one per (old shape, new shape) pair of those buckets.
-With max_batch 16 and replies within 1,024 slots that is at most 5 x 9 decode
-shapes per spec, 5 x 9 x 9 prefill shapes per R, whatever the traffic; a run
+With max_batch 16 and replies within 1,024 slots that is at most 5 x 5 decode
+shapes per spec, 5 x 9 x 5 prefill shapes per R, whatever the traffic; a run
 meets only the S buckets its rows pass through.
 
 Not thread-safe except `submit` and `Ticket.cancel`: one thread drives `step`
@@ -119,11 +118,13 @@ def prompt_bucket(n: int) -> int:
 
 
 def slots_bucket(n: int) -> int:
-    """Cache length for rows needing up to n slots: 64, 96, 128, 192, 256, 384, ...
+    """Cache length for rows needing up to n slots: powers of two from 64.
 
-    Every decode step reads the whole cache, so a tighter fit is a faster step.
+    Every decode step reads the whole cache, so the cache grows with the rows
+    (`Engine._grow`) instead of starting at prompt + max_new_tokens. Whole
+    doublings keep the shapes a run passes through (and compiles) few.
     """
-    return _two_per_doubling(n, _MIN_SLOTS)
+    return _pow2_at_least(n, _MIN_SLOTS)
 
 
 def _union(a: SamplingSpec | None, b: SamplingSpec) -> SamplingSpec:
