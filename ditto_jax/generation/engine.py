@@ -30,8 +30,8 @@ empty batch, so a batch runs until its last row ends.
 
 Compile bound. jax.jit caches one executable per shape and sampling spec:
 - decode step: B in {1, 2, 4, ..., max_batch} x S in {64, 128, 256, ...} (up
-  to the longest prompt + reply) x the sampling specs met (7 flags; a spec only widens while a batch runs, so in
-  practice a handful);
+  to the longest prompt + reply) x the sampling specs met (7 flags; a spec
+  only widens while a batch runs, so in practice a handful);
 - prefill: rows R in {1, 2, ..., 64} with R x chunk <= 1,024, chunk length in
   {16, 24, 32, 48, 64, 96, 128, 192, 256}, x the same B x S;
 - resize: one per (old shape, new shape) pair of those buckets.
